@@ -1,0 +1,282 @@
+//! The HNSW graph (hnsw_rs) over the vector rows, and how it is dumped and reloaded.
+//!
+//! Why these choices:
+//! - The graph is built incrementally by the writer and dumped at each commit; opening an
+//!   index reloads the dump instead of rebuilding (rebuilding costs minutes at archive scale).
+//! - hnsw_rs's `HnswIo::load_hnsw_with_dist(&'a self)` returns a graph that borrows the loader,
+//!   so a reloaded graph is kept in a `self_cell` together with its loader.
+//! - The distance is [`UnitDot`] = `1 - a.b` clamped at 0, *not* anndists' `DistDot`: the
+//!   latter asserts `1 - a.b >= 0`, and for two copies of the same unit vector rounding can
+//!   give `a.b` slightly above 1, which would panic inside a search. The dump records the
+//!   distance's type name (`cxr_index::graph::UnitDot`) and reload checks it, so renaming or
+//!   moving this type is a format change.
+//! - hnsw_rs panics on unreadable dumps and on files it cannot create; those calls run inside
+//!   `catch_unwind` and come back as [`IndexError::Corrupt`] / [`IndexError::Hnsw`].
+//! - The graph's data id of a point is the document ordinal, so hits need no mapping.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use hnsw_rs::hnswio::HnswIo;
+use hnsw_rs::prelude::{AnnT, Distance, Hnsw};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{IndexError, Result};
+use crate::vectors::dot;
+
+/// Distance for unit-norm vectors: `1 - cosine`, clamped at 0 against rounding.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct UnitDot;
+
+impl Distance<f32> for UnitDot {
+    fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
+        (1.0 - dot(va, vb)).max(0.0)
+    }
+}
+
+/// HNSW construction parameters, recorded in the manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HnswParams {
+    /// Maximum links per node and layer (`M`); at most 255.
+    pub max_nb_connection: usize,
+    /// Candidate list size while inserting.
+    pub ef_construction: usize,
+    /// Maximum number of layers (hnsw_rs caps it at 16).
+    pub max_layer: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        HnswParams {
+            max_nb_connection: 16,
+            ef_construction: 200,
+            max_layer: 16,
+        }
+    }
+}
+
+impl HnswParams {
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |reason: &str| {
+            Err(IndexError::InvalidParams {
+                reason: reason.to_string(),
+            })
+        };
+        if !(2..=255).contains(&self.max_nb_connection) {
+            return bad("max_nb_connection must be in 2..=255");
+        }
+        if self.ef_construction == 0 {
+            return bad("ef_construction must be positive");
+        }
+        if !(1..=16).contains(&self.max_layer) {
+            return bad("max_layer must be in 1..=16");
+        }
+        Ok(())
+    }
+}
+
+/// Read-time search parameters (not stored; each reader chooses its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SearchOptions {
+    /// Lower bound of the HNSW search list size; the search uses `max(ef_search, 2k)`.
+    pub ef_search: usize,
+    /// With at most this many vectors, [`Index::search_vector`](crate::Index::search_vector)
+    /// scans them exactly instead of walking the graph: it is as fast and never misses.
+    pub exact_threshold: usize,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        SearchOptions {
+            ef_search: 64,
+            exact_threshold: 1000,
+        }
+    }
+}
+
+type Graph<'a> = Hnsw<'a, f32, UnitDot>;
+
+self_cell::self_cell!(
+    /// A graph reloaded from a dump, together with the loader it borrows from.
+    pub(crate) struct LoadedGraph {
+        owner: HnswIo,
+        #[not_covariant]
+        dependent: Graph,
+    }
+);
+
+/// An HNSW graph either built in this process or reloaded from a dump.
+pub(crate) enum HnswGraph {
+    Built(Box<Graph<'static>>),
+    Loaded(LoadedGraph),
+}
+
+impl std::fmt::Debug for HnswGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HnswGraph")
+            .field("points", &self.len())
+            .finish()
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "hnsw_rs panicked".to_string())
+}
+
+impl HnswGraph {
+    /// An empty graph; `capacity` is a sizing hint.
+    pub(crate) fn new(params: &HnswParams, capacity: usize) -> HnswGraph {
+        HnswGraph::Built(Box::new(Hnsw::new(
+            params.max_nb_connection,
+            capacity.max(1024),
+            params.max_layer,
+            params.ef_construction,
+            UnitDot,
+        )))
+    }
+
+    /// Reloads `dir/basename.hnsw.{graph,data}`.
+    pub(crate) fn load(dir: &Path, basename: &str) -> Result<HnswGraph> {
+        let path = dir.join(basename);
+        let io = HnswIo::new(dir, basename);
+        let loaded = LoadedGraph::try_new(io, |io| {
+            match catch_unwind(AssertUnwindSafe(|| {
+                io.load_hnsw_with_dist::<f32, UnitDot>(UnitDot)
+            })) {
+                Ok(Ok(graph)) => Ok(graph),
+                Ok(Err(e)) => Err(IndexError::corrupt(
+                    &path,
+                    format!("cannot reload HNSW graph: {e:#}"),
+                )),
+                Err(payload) => Err(IndexError::corrupt(
+                    &path,
+                    format!("cannot reload HNSW graph: {}", panic_message(&*payload)),
+                )),
+            }
+        })?;
+        Ok(HnswGraph::Loaded(loaded))
+    }
+
+    fn with<R>(&self, f: impl for<'a> FnOnce(&Graph<'a>) -> R) -> R {
+        match self {
+            HnswGraph::Built(graph) => f(graph),
+            HnswGraph::Loaded(loaded) => loaded.with_dependent(|_, graph| f(graph)),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.with(|g| g.get_nb_point())
+    }
+
+    /// Dimension of the stored points (0 while empty).
+    pub(crate) fn dim(&self) -> usize {
+        self.with(|g| g.get_point_indexation().get_data_dimension())
+    }
+
+    /// Inserts (vector, ordinal) pairs, in parallel for large batches.
+    pub(crate) fn insert(&self, items: &[(&[f32], usize)]) {
+        self.with(|g| {
+            if items.len() >= 64 {
+                g.parallel_insert_slice(&items.to_vec());
+            } else {
+                for &(v, id) in items {
+                    g.insert_slice((v, id));
+                }
+            }
+        })
+    }
+
+    /// The `k` nearest points to the unit-norm `query`: (ordinal, cosine), best first.
+    pub(crate) fn search(&self, query: &[f32], k: usize, ef: usize) -> Vec<(usize, f32)> {
+        self.with(|g| {
+            g.search(query, k, ef.max(k))
+                .into_iter()
+                .map(|n| (n.d_id, 1.0 - n.distance))
+                .collect()
+        })
+    }
+
+    /// Dumps the graph as `dir/basename.hnsw.{graph,data}`; returns the basename hnsw_rs used.
+    pub(crate) fn dump(&self, dir: &Path, basename: &str) -> Result<String> {
+        let path = dir.join(basename);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.with(|g| g.file_dump(dir, basename))
+        }));
+        match result {
+            Ok(Ok(name)) => Ok(name),
+            Ok(Err(e)) => Err(IndexError::Hnsw {
+                path,
+                reason: format!("dump failed: {e:#}"),
+            }),
+            Err(payload) => Err(IndexError::Hnsw {
+                path,
+                reason: format!("dump failed: {}", panic_message(&*payload)),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distance_type_name_is_stable() {
+        // The dump stores this name and reload compares it: changing it breaks old indexes.
+        assert_eq!(
+            std::any::type_name::<UnitDot>(),
+            "cxr_index::graph::UnitDot"
+        );
+    }
+
+    #[test]
+    fn identical_unit_vectors_do_not_panic() {
+        let v = [0.1f32; 100];
+        let mut u = v;
+        crate::vectors::normalize(&mut u).unwrap();
+        assert_eq!(UnitDot.eval(&u, &u), 0.0);
+    }
+
+    #[test]
+    fn dump_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let graph = HnswGraph::new(&HnswParams::default(), 10);
+        let vs: Vec<Vec<f32>> = (0..50)
+            .map(|i| {
+                let mut v = vec![(i as f32).sin(), (i as f32).cos(), 0.5];
+                crate::vectors::normalize(&mut v).unwrap();
+                v
+            })
+            .collect();
+        let items: Vec<(&[f32], usize)> = vs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.as_slice(), i))
+            .collect();
+        graph.insert(&items);
+        let name = graph.dump(dir.path(), "hnsw-1").unwrap();
+        assert_eq!(name, "hnsw-1");
+        let loaded = HnswGraph::load(dir.path(), &name).unwrap();
+        assert_eq!(loaded.len(), 50);
+        assert_eq!(loaded.dim(), 3);
+        let hits = loaded.search(&vs[7], 1, 16);
+        assert_eq!(hits[0].0, 7);
+        // and the reloaded graph keeps accepting points
+        loaded.insert(&[(vs[0].as_slice(), 50)]);
+        assert_eq!(loaded.len(), 51);
+    }
+
+    #[test]
+    fn garbage_dump_is_corrupt_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hnsw-1.hnsw.graph"), b"garbage").unwrap();
+        std::fs::write(dir.path().join("hnsw-1.hnsw.data"), b"garbage").unwrap();
+        let err = HnswGraph::load(dir.path(), "hnsw-1").unwrap_err();
+        assert!(matches!(err, IndexError::Corrupt { .. }), "{err}");
+    }
+}

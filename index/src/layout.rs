@@ -1,0 +1,92 @@
+//! Every file name of the on-disk format lives here, so that the writer, the reader and the
+//! clean-up of old generations agree on them, and a reader of this one file knows what can be
+//! found in an index folder.
+//!
+//! Data files carry the generation (commit number) that wrote them. A commit never modifies a
+//! file an earlier manifest points to: it writes new files and then replaces `manifest.json`.
+//! That keeps the last committed state readable after a crash at any point, and lets readers
+//! memory-map files that never change under them.
+
+/// The commit point: names the current generation's files. Replaced atomically.
+pub const MANIFEST: &str = "manifest.json";
+/// Temporary name the next manifest is written under before the rename.
+pub(crate) const MANIFEST_TMP: &str = "manifest.json.tmp";
+/// Sub-folder holding the tantivy index over report text.
+pub(crate) const TEXT_DIR: &str = "text";
+/// Append-only log of files that could not be indexed (one JSON object per line).
+pub const ERRORS: &str = "errors.jsonl";
+
+const DOCS_PREFIX: &str = "docs-";
+const DOCS_SUFFIX: &str = ".jsonl";
+const VECTORS_PREFIX: &str = "vectors-";
+const VECTORS_SUFFIX: &str = ".f32";
+const HNSW_PREFIX: &str = "hnsw-";
+/// Suffixes hnsw_rs appends to a dump basename (fixed by hnsw_rs).
+pub(crate) const HNSW_GRAPH_SUFFIX: &str = ".hnsw.graph";
+pub(crate) const HNSW_DATA_SUFFIX: &str = ".hnsw.data";
+
+/// Per-document records of generation `gen`.
+pub(crate) fn docs_file(gen: u64) -> String {
+    format!("{DOCS_PREFIX}{gen}{DOCS_SUFFIX}")
+}
+
+/// Little-endian f32 rows of generation `gen`.
+pub(crate) fn vectors_file(gen: u64) -> String {
+    format!("{VECTORS_PREFIX}{gen}{VECTORS_SUFFIX}")
+}
+
+/// Basename of the hnsw_rs dump of generation `gen` (hnsw_rs adds the suffixes).
+pub(crate) fn hnsw_basename(gen: u64) -> String {
+    format!("{HNSW_PREFIX}{gen}")
+}
+
+/// True for names that a commit of some generation writes (and a later commit may delete).
+/// Anything else in the folder, the manifest, `text/` and `errors.jsonl` included, is left alone.
+pub(crate) fn is_generation_file(name: &str) -> bool {
+    let numbered = |rest: &str, suffix: &str| {
+        rest.strip_suffix(suffix)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if let Some(rest) = name.strip_prefix(DOCS_PREFIX) {
+        return numbered(rest, DOCS_SUFFIX);
+    }
+    if let Some(rest) = name.strip_prefix(VECTORS_PREFIX) {
+        return numbered(rest, VECTORS_SUFFIX);
+    }
+    if let Some(rest) = name.strip_prefix(HNSW_PREFIX) {
+        // hnsw_rs may append `-<random>` to a basename it does not want to overwrite.
+        let stem = rest
+            .strip_suffix(HNSW_GRAPH_SUFFIX)
+            .or_else(|| rest.strip_suffix(HNSW_DATA_SUFFIX));
+        return stem
+            .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'-'));
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_files_are_recognised() {
+        assert!(is_generation_file(&docs_file(3)));
+        assert!(is_generation_file(&vectors_file(12)));
+        let hnsw = hnsw_basename(7);
+        assert!(is_generation_file(&format!("{hnsw}{HNSW_GRAPH_SUFFIX}")));
+        assert!(is_generation_file(&format!(
+            "{hnsw}-4411{HNSW_DATA_SUFFIX}"
+        )));
+        for other in [
+            MANIFEST,
+            MANIFEST_TMP,
+            TEXT_DIR,
+            ERRORS,
+            "docs-.jsonl",
+            "vectors-1.f64",
+            "notes.txt",
+        ] {
+            assert!(!is_generation_file(other), "{other}");
+        }
+    }
+}

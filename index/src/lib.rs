@@ -1,0 +1,83 @@
+//! `cxr-index`: the on-disk index of cxr-search. It stores documents (an id, an optional
+//! unit-norm image embedding, optional report text, metadata fields), and answers nearest-
+//! neighbour queries over the embeddings (HNSW, or an exact scan) and BM25 queries over the
+//! text. It knows nothing about images, models or the CLI: it deals in ids, `&[f32]` and
+//! strings.
+//!
+//! # Use
+//!
+//! ```no_run
+//! use cxr_index::{Document, Index, IndexSpec, IndexWriter};
+//! # fn main() -> cxr_index::Result<()> {
+//! let spec = IndexSpec { dim: 3, model_fingerprint: "sha256:...".into(), model_name: "tiny".into() };
+//! let mut writer = IndexWriter::create("idx", spec)?;
+//! writer.add(Document {
+//!     id: "1.2.840.1".into(),
+//!     vector: Some(vec![0.1, 0.7, 0.2]),
+//!     text: Some("Small left pleural effusion.".into()),
+//!     ..Default::default()
+//! })?;
+//! writer.commit()?;
+//!
+//! let index = Index::open("idx")?;
+//! index.check_model("sha256:...")?;
+//! for hit in index.search_text("pleural effusions", 10)? {
+//!     println!("{} {:.3}", index.doc(hit.ord).unwrap().id, hit.score);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # On-disk layout (format version 1)
+//!
+//! ```text
+//! manifest.json          the commit point (JSON): format_version, generation, spec (dim,
+//!                        model_fingerprint, model_name), hnsw parameters, doc_count,
+//!                        vector_count, the current files with length and CRC-32, times
+//! docs-<gen>.jsonl       one JSON object per document in ordinal order:
+//!                        {"id", "fields" (omitted if empty), "row" (omitted if no vector)}
+//! vectors-<gen>.f32      vector_count rows of dim little-endian f32, unit L2 norm, no header
+//! hnsw-<gen>.hnsw.graph  hnsw_rs dump of the graph (data id = document ordinal)
+//! hnsw-<gen>.hnsw.data   hnsw_rs's copy of the vectors
+//! text/                  tantivy index: ord (u64, indexed, fast), id (string, stored),
+//!                        text (en_stem, positions, not stored)
+//! errors.jsonl           append-only failure log: {"path", "reason", "time"} per line
+//! ```
+//!
+//! A commit writes the new generation's files, fsyncs them and the folder, then replaces
+//! `manifest.json` atomically (temp file, fsync, rename, fsync folder) and deletes older
+//! generations. A crash at any point leaves the last committed generation readable; files
+//! the manifest does not name are removed by the next writer. Documents without a vector
+//! have no row; an index without vectors has no vector or graph files.
+
+mod docs;
+mod error;
+mod fsio;
+mod graph;
+mod layout;
+mod manifest;
+mod reader;
+mod text;
+mod vectors;
+mod writer;
+
+pub use error::{IndexError, Result};
+pub use graph::{HnswParams, SearchOptions};
+pub use layout::{ERRORS as ERRORS_FILE, MANIFEST as MANIFEST_FILE};
+pub use manifest::{
+    DataFiles, FileEntry, HnswFiles, IndexSpec, Manifest, FORMAT_VERSION,
+    OLDEST_READABLE_FORMAT_VERSION,
+};
+pub use reader::{DocRef, Hit, Index};
+pub use writer::{read_failures, CommitInfo, Document, Failure, IndexWriter};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn public_types_are_thread_safe() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<crate::Index>();
+        fn assert_send<T: Send>() {}
+        assert_send::<crate::IndexWriter>();
+        assert_send_sync::<crate::IndexError>();
+    }
+}

@@ -1,0 +1,299 @@
+//! `manifest.json`, the single commit point of an index. Whatever it names is the index; files
+//! it does not name are leftovers of an unfinished commit or of an older generation.
+//!
+//! The manifest must stay readable by later versions of this crate, so optional fields carry
+//! `#[serde(default)]`, unknown fields are ignored, and the format version is read on its own
+//! before the rest is parsed: a newer, unknown version becomes a typed
+//! [`IndexError::FormatVersion`](crate::IndexError::FormatVersion) rather than a parse error.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{IndexError, Result};
+use crate::fsio;
+use crate::graph::HnswParams;
+use crate::layout;
+
+/// The format version this build writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// The oldest format version this build can still read.
+pub const OLDEST_READABLE_FORMAT_VERSION: u32 = 1;
+
+/// What every vector in an index must match: dimension and the model that produced it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexSpec {
+    /// Number of components of every image embedding.
+    pub dim: usize,
+    /// Identifies the exact model weights and preprocessing; queries must come from the same.
+    pub model_fingerprint: String,
+    /// Human-readable model name, shown in error messages.
+    pub model_name: String,
+}
+
+/// One data file named by the manifest, with what it must look like when read back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// File name relative to the index folder.
+    pub name: String,
+    /// Length in bytes.
+    pub len: u64,
+    /// CRC-32 (IEEE) of the whole file.
+    pub crc32: u32,
+}
+
+/// The two files of an hnsw_rs graph dump.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HnswFiles {
+    /// The dump basename (hnsw_rs appends `.hnsw.graph` and `.hnsw.data`).
+    pub basename: String,
+    /// The graph file.
+    pub graph: FileEntry,
+    /// The data file (hnsw_rs keeps its own copy of the vectors).
+    pub data: FileEntry,
+}
+
+/// The data files of the current generation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFiles {
+    /// Per-document records, one JSON object per line, in ordinal order. `None` while empty.
+    #[serde(default)]
+    pub docs: Option<FileEntry>,
+    /// Vector rows, little-endian f32. `None` while no document has a vector.
+    #[serde(default)]
+    pub vectors: Option<FileEntry>,
+    /// The HNSW graph over the vectors. `None` while no document has a vector.
+    #[serde(default)]
+    pub hnsw: Option<HnswFiles>,
+    /// The tantivy folder. tantivy manages its own files and commits.
+    #[serde(default = "default_text_dir")]
+    pub text_dir: String,
+}
+
+impl Default for DataFiles {
+    fn default() -> Self {
+        DataFiles {
+            docs: None,
+            vectors: None,
+            hnsw: None,
+            text_dir: default_text_dir(),
+        }
+    }
+}
+
+fn default_text_dir() -> String {
+    layout::TEXT_DIR.to_string()
+}
+
+/// The content of `manifest.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version of the folder (see [`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// Commit counter; data files carry it in their names. 0 for a freshly created index.
+    pub generation: u64,
+    /// Dimension and model of the vectors.
+    pub spec: IndexSpec,
+    /// HNSW construction parameters the graph was built with.
+    #[serde(default)]
+    pub hnsw: HnswParams,
+    /// Number of documents (ordinals are `0..doc_count`).
+    pub doc_count: u64,
+    /// Number of documents with a vector (rows of the vector file).
+    pub vector_count: u64,
+    /// The current generation's files.
+    #[serde(default)]
+    pub files: DataFiles,
+    /// When the index was created (RFC 3339, UTC).
+    #[serde(default)]
+    pub created: String,
+    /// When the last commit happened (RFC 3339, UTC).
+    #[serde(default)]
+    pub updated: String,
+}
+
+impl Manifest {
+    /// The manifest of a new, empty index.
+    pub(crate) fn new(spec: IndexSpec, hnsw: HnswParams) -> Manifest {
+        let now = fsio::now_rfc3339();
+        Manifest {
+            format_version: FORMAT_VERSION,
+            generation: 0,
+            spec,
+            hnsw,
+            doc_count: 0,
+            vector_count: 0,
+            files: DataFiles::default(),
+            created: now.clone(),
+            updated: now,
+        }
+    }
+
+    /// Names of all generation files this manifest refers to (everything else of that kind
+    /// in the folder may be deleted).
+    pub(crate) fn referenced_files(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        if let Some(docs) = &self.files.docs {
+            names.push(docs.name.clone());
+        }
+        if let Some(vectors) = &self.files.vectors {
+            names.push(vectors.name.clone());
+        }
+        if let Some(hnsw) = &self.files.hnsw {
+            names.push(hnsw.graph.name.clone());
+            names.push(hnsw.data.name.clone());
+        }
+        names
+    }
+
+    /// Reads and validates `dir/manifest.json`.
+    pub(crate) fn read(dir: &Path) -> Result<Manifest> {
+        let path = dir.join(layout::MANIFEST);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(IndexError::NotAnIndex {
+                    path: dir.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(IndexError::io(&path)(e)),
+        };
+        Manifest::parse(&path, &bytes)
+    }
+
+    fn parse(path: &Path, bytes: &[u8]) -> Result<Manifest> {
+        #[derive(Deserialize)]
+        struct VersionProbe {
+            format_version: u32,
+        }
+        let probe: VersionProbe = serde_json::from_slice(bytes)
+            .map_err(|e| IndexError::corrupt(path, format!("cannot read format_version: {e}")))?;
+        if !(OLDEST_READABLE_FORMAT_VERSION..=FORMAT_VERSION).contains(&probe.format_version) {
+            return Err(IndexError::FormatVersion {
+                found: probe.format_version,
+                oldest: OLDEST_READABLE_FORMAT_VERSION,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let manifest: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| IndexError::corrupt(path, format!("invalid manifest: {e}")))?;
+        manifest.validate(path)?;
+        Ok(manifest)
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |reason: String| Err(IndexError::corrupt(path, reason));
+        if self.spec.dim == 0 {
+            return bad("spec.dim is 0".into());
+        }
+        if self.vector_count > self.doc_count {
+            return bad(format!(
+                "vector_count {} exceeds doc_count {}",
+                self.vector_count, self.doc_count
+            ));
+        }
+        if self.doc_count > u64::from(u32::MAX) {
+            return bad(format!(
+                "doc_count {} exceeds the u32 ordinal range",
+                self.doc_count
+            ));
+        }
+        if (self.doc_count > 0) != self.files.docs.is_some() {
+            return bad("doc_count and the docs file disagree".into());
+        }
+        let has_vectors = self.vector_count > 0;
+        if has_vectors != self.files.vectors.is_some() || has_vectors != self.files.hnsw.is_some() {
+            return bad("vector_count and the vector/HNSW files disagree".into());
+        }
+        let text_dir = Path::new(&self.files.text_dir);
+        let single_name = matches!(
+            text_dir.components().collect::<Vec<_>>().as_slice(),
+            [std::path::Component::Normal(_)]
+        );
+        if !single_name {
+            return bad(format!(
+                "text_dir `{}` is not a plain folder name",
+                self.files.text_dir
+            ));
+        }
+        for name in self.referenced_files() {
+            if !layout::is_generation_file(&name) {
+                return bad(format!("unexpected data file name `{name}`"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits this manifest: atomically replaces `dir/manifest.json`.
+    pub(crate) fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(layout::MANIFEST);
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| IndexError::corrupt(&path, format!("cannot serialise manifest: {e}")))?;
+        fsio::atomic_write(dir, layout::MANIFEST, layout::MANIFEST_TMP, &json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> IndexSpec {
+        IndexSpec {
+            dim: 4,
+            model_fingerprint: "fp".into(),
+            model_name: "tiny".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Manifest::new(spec(), HnswParams::default());
+        m.write(dir.path()).unwrap();
+        assert_eq!(Manifest::read(dir.path()).unwrap(), m);
+    }
+
+    #[test]
+    fn newer_version_is_a_typed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut value = serde_json::to_value(Manifest::new(spec(), HnswParams::default())).unwrap();
+        value["format_version"] = serde_json::json!(FORMAT_VERSION + 1);
+        value["some_future_field"] = serde_json::json!({"x": 1});
+        std::fs::write(dir.path().join(layout::MANIFEST), value.to_string()).unwrap();
+        match Manifest::read(dir.path()) {
+            Err(IndexError::FormatVersion {
+                found, supported, ..
+            }) => {
+                assert_eq!(found, FORMAT_VERSION + 1);
+                assert_eq!(supported, FORMAT_VERSION);
+            }
+            other => panic!("expected FormatVersion, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_optional_fields_default() {
+        let json = r#"{"format_version":1,"generation":0,
+            "spec":{"dim":4,"model_fingerprint":"fp","model_name":"tiny"},
+            "doc_count":0,"vector_count":0,"added_later":[1,2]}"#;
+        let m = Manifest::parse(Path::new("manifest.json"), json.as_bytes()).unwrap();
+        assert_eq!(m.files.text_dir, layout::TEXT_DIR);
+        assert_eq!(m.hnsw, HnswParams::default());
+    }
+
+    #[test]
+    fn missing_manifest_is_not_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Manifest::read(dir.path()).unwrap_err();
+        assert!(matches!(err, IndexError::NotAnIndex { .. }));
+        assert!(err.to_string().contains("cxr index"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(layout::MANIFEST), b"{not json").unwrap();
+        let err = Manifest::read(dir.path()).unwrap_err();
+        assert!(matches!(err, IndexError::Corrupt { .. }), "{err}");
+    }
+}

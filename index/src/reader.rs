@@ -1,0 +1,262 @@
+//! The read side: a consistent snapshot of one committed generation.
+//!
+//! `Index::open` reads the manifest, then the files it names; every file is checked against
+//! the manifest's length and CRC-32 (cheap next to the I/O) so a damaged index fails at open
+//! with the file's name instead of returning wrong results later. The HNSW graph is reloaded
+//! from its dump, never rebuilt. A writer committing meanwhile may delete the files of the
+//! generation we just read about; open then retries with the new manifest.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::docs::DocTable;
+use crate::error::{IndexError, Result};
+use crate::graph::{HnswGraph, SearchOptions};
+use crate::manifest::Manifest;
+use crate::text::TextReader;
+use crate::vectors::{self, VectorStore};
+use crate::writer::load_graph;
+
+/// How often `open` re-reads the manifest after racing a commit.
+const OPEN_ATTEMPTS: usize = 3;
+
+/// A search result: document ordinal and score (higher is better).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hit {
+    /// Document ordinal, see [`Index::doc`].
+    pub ord: u32,
+    /// Cosine similarity for vector search, BM25 score for text search.
+    pub score: f32,
+}
+
+/// A stored document, borrowed from the index.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DocRef<'a> {
+    /// Ordinal (position in the index).
+    pub ord: u32,
+    /// The document id.
+    pub id: &'a str,
+    /// Stored metadata and report sections.
+    pub fields: &'a BTreeMap<String, String>,
+    /// Whether the document has an image vector.
+    pub has_vector: bool,
+}
+
+/// A committed index, opened read-only. Cheap to query from many threads (`Send + Sync`).
+pub struct Index {
+    dir: PathBuf,
+    manifest: Manifest,
+    docs: DocTable,
+    vectors: VectorStore,
+    graph: Option<HnswGraph>,
+    text: TextReader,
+    options: SearchOptions,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("dir", &self.dir)
+            .field("generation", &self.manifest.generation)
+            .field("docs", &self.manifest.doc_count)
+            .field("vectors", &self.manifest.vector_count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Index {
+    /// Opens the last committed state of the index in `dir` with default search options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Index> {
+        Index::open_with(dir, SearchOptions::default())
+    }
+
+    /// [`Index::open`] with explicit search options.
+    pub fn open_with(dir: impl AsRef<Path>, options: SearchOptions) -> Result<Index> {
+        let dir = dir.as_ref();
+        let mut attempt = 0;
+        loop {
+            let manifest = Manifest::read(dir)?;
+            let generation = manifest.generation;
+            match Index::load(dir, manifest, options) {
+                Err(e) if e.is_not_found() && attempt + 1 < OPEN_ATTEMPTS => {
+                    // A commit may have replaced the manifest and deleted our files.
+                    if Manifest::read(dir)?.generation == generation {
+                        return Err(e);
+                    }
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn load(dir: &Path, manifest: Manifest, options: SearchOptions) -> Result<Index> {
+        let dim = manifest.spec.dim;
+        let docs = DocTable::load(dir, &manifest)?;
+        let (vectors, graph) = match (&manifest.files.vectors, &manifest.files.hnsw) {
+            (Some(entry), Some(hnsw)) => (
+                VectorStore::open(dir, entry, manifest.vector_count, dim)?,
+                Some(load_graph(dir, hnsw, manifest.vector_count, dim)?),
+            ),
+            _ => (VectorStore::empty(dim), None),
+        };
+        let text = TextReader::open(&dir.join(&manifest.files.text_dir), manifest.doc_count)?;
+        Ok(Index {
+            dir: dir.to_path_buf(),
+            manifest,
+            docs,
+            vectors,
+            graph,
+            text,
+            options,
+        })
+    }
+
+    /// The folder of this index.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The manifest of the opened generation.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Number of documents.
+    pub fn len(&self) -> usize {
+        self.docs.records.len()
+    }
+
+    /// True when the index holds no documents.
+    pub fn is_empty(&self) -> bool {
+        self.docs.records.is_empty()
+    }
+
+    /// Number of documents with a vector.
+    pub fn vector_count(&self) -> usize {
+        self.vectors.rows()
+    }
+
+    /// The stored document with ordinal `ord`.
+    pub fn doc(&self, ord: u32) -> Option<DocRef<'_>> {
+        self.docs.records.get(ord as usize).map(|r| DocRef {
+            ord,
+            id: &r.id,
+            fields: &r.fields,
+            has_vector: r.row.is_some(),
+        })
+    }
+
+    /// The ordinal of the document with this id.
+    pub fn ord_of(&self, id: &str) -> Option<u32> {
+        self.docs.by_id.get(id).copied()
+    }
+
+    /// The (unit-norm) vector of document `ord`, read from the memory-mapped vector file.
+    pub fn vector(&self, ord: u32) -> Option<&[f32]> {
+        let row = self.docs.records.get(ord as usize)?.row?;
+        self.vectors.row(row as usize)
+    }
+
+    /// Fails with [`IndexError::ModelMismatch`] unless `fingerprint` is the index's model.
+    pub fn check_model(&self, fingerprint: &str) -> Result<()> {
+        let spec = &self.manifest.spec;
+        if spec.model_fingerprint == fingerprint {
+            return Ok(());
+        }
+        Err(IndexError::ModelMismatch {
+            index_model: spec.model_name.clone(),
+            index_fingerprint: spec.model_fingerprint.clone(),
+            query_fingerprint: fingerprint.to_string(),
+        })
+    }
+
+    fn normalized_query(&self, query: &[f32]) -> Result<Vec<f32>> {
+        let expected = self.manifest.spec.dim;
+        if query.len() != expected {
+            return Err(IndexError::WrongDimension {
+                expected,
+                found: query.len(),
+            });
+        }
+        let mut q = query.to_vec();
+        vectors::normalize(&mut q).map_err(|reason| IndexError::InvalidQuery {
+            reason: format!("query vector: {reason}"),
+        })?;
+        Ok(q)
+    }
+
+    /// Approximate nearest neighbours by cosine similarity (the query is normalised here),
+    /// best first. With at most [`SearchOptions::exact_threshold`] vectors this is an exact
+    /// scan; above it the HNSW graph is searched with `ef = max(ef_search, 2k)`.
+    pub fn search_vector(&self, query: &[f32], k: usize) -> Result<Vec<Hit>> {
+        let q = self.normalized_query(query)?;
+        let graph = match &self.graph {
+            Some(graph) if self.vectors.rows() > self.options.exact_threshold => graph,
+            _ => return Ok(self.exact(&q, k, |_| true)),
+        };
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let ef = self.options.ef_search.max(2 * k);
+        let mut hits: Vec<Hit> = graph
+            .search(&q, k, ef)
+            .into_iter()
+            .map(|(ord, score)| Hit {
+                ord: ord as u32,
+                score,
+            })
+            .collect();
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.ord.cmp(&b.ord)));
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    /// Exact nearest neighbours: a scan of every vector. For evaluation and small indexes.
+    pub fn search_vector_exact(&self, query: &[f32], k: usize) -> Result<Vec<Hit>> {
+        let q = self.normalized_query(query)?;
+        Ok(self.exact(&q, k, |_| true))
+    }
+
+    /// Exact nearest neighbours among the documents for which `filter(ord)` holds: the plan
+    /// for filters that keep few documents, where a graph walk would mostly visit rejects.
+    pub fn search_vector_exact_filtered(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: impl Fn(u32) -> bool,
+    ) -> Result<Vec<Hit>> {
+        let q = self.normalized_query(query)?;
+        Ok(self.exact(&q, k, filter))
+    }
+
+    fn exact(&self, q: &[f32], k: usize, filter: impl Fn(u32) -> bool) -> Vec<Hit> {
+        let rows = &self.docs.row_to_ord;
+        vectors::top_k_exact(
+            self.vectors.as_slice(),
+            self.manifest.spec.dim,
+            q,
+            k,
+            |row| filter(rows[row]),
+        )
+        .into_iter()
+        .map(|(row, score)| Hit {
+            ord: rows[row],
+            score,
+        })
+        .collect()
+    }
+
+    /// BM25 search over report text with English stemming, best first. The query is plain
+    /// text, never query syntax: it is split and stemmed like the reports and its terms are
+    /// OR'ed, so any input (quotes, colons, `?`, `-`, empty) is accepted; an empty or
+    /// all-punctuation query returns no hits.
+    pub fn search_text(&self, query: &str, k: usize) -> Result<Vec<Hit>> {
+        Ok(self
+            .text
+            .search(query, k)?
+            .into_iter()
+            .map(|(ord, score)| Hit { ord, score })
+            .collect())
+    }
+}

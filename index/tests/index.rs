@@ -1,0 +1,659 @@
+//! Integration tests of cxr-index through its public API only: write, commit, reopen, append,
+//! crash recovery, corruption, recall of the HNSW graph against exact search, BM25.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use cxr_index::{
+    read_failures, Document, Index, IndexError, IndexSpec, IndexWriter, SearchOptions,
+};
+
+const DIM: usize = 16;
+
+/// splitmix64: a tiny seeded generator, so tests need no `rand`.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    fn next_f32(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn unit_vector(&mut self, dim: usize) -> Vec<f32> {
+        let v: Vec<f32> = (0..dim).map(|_| self.next_f32()).collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / norm).collect()
+    }
+}
+
+fn spec(dim: usize) -> IndexSpec {
+    IndexSpec {
+        dim,
+        model_fingerprint: "fp-test-1".into(),
+        model_name: "test-model".into(),
+    }
+}
+
+fn doc(id: &str, vector: Option<Vec<f32>>, text: Option<&str>) -> Document {
+    let mut fields = BTreeMap::new();
+    fields.insert("source".to_string(), format!("{id}.dcm"));
+    Document {
+        id: id.to_string(),
+        vector,
+        text: text.map(str::to_string),
+        fields,
+    }
+}
+
+/// Writes `n` documents with random vectors; every third has no vector, every second a text.
+fn write_docs(writer: &mut IndexWriter, rng: &mut SplitMix, start: usize, n: usize) {
+    for i in start..start + n {
+        let vector = (i % 3 != 2).then(|| rng.unit_vector(DIM));
+        let text = (i % 2 == 0).then(|| format!("report {i}: no pneumothorax"));
+        writer
+            .add(doc(&format!("doc-{i}"), vector, text.as_deref()))
+            .unwrap();
+    }
+}
+
+fn ids(index: &Index, hits: &[cxr_index::Hit]) -> Vec<String> {
+    hits.iter()
+        .map(|h| index.doc(h.ord).unwrap().id.to_string())
+        .collect()
+}
+
+#[test]
+fn write_commit_reopen_gives_back_the_same_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    let mut rng = SplitMix(1);
+    let mut writer = IndexWriter::create(&path, spec(DIM)).unwrap();
+    write_docs(&mut writer, &mut rng, 0, 30);
+    // a vector that is not unit length is normalised by `add`
+    writer
+        .add(doc(
+            "scaled",
+            Some(vec![2.0; DIM]),
+            Some("Large right pleural effusion."),
+        ))
+        .unwrap();
+    let info = writer.commit().unwrap();
+    assert_eq!((info.generation, info.doc_count, info.added), (1, 31, 31));
+    assert_eq!(info.vector_count, 21);
+
+    let index = Index::open(&path).unwrap();
+    assert_eq!(index.len(), 31);
+    assert_eq!(index.vector_count(), 21);
+    let m = index.manifest();
+    assert_eq!((m.doc_count, m.vector_count, m.generation), (31, 21, 1));
+    assert_eq!(m.spec, spec(DIM));
+
+    let ord = index.ord_of("doc-4").unwrap();
+    let d = index.doc(ord).unwrap();
+    assert_eq!((d.id, d.has_vector), ("doc-4", true));
+    assert_eq!(d.fields["source"], "doc-4.dcm");
+    assert!(
+        !index
+            .doc(index.ord_of("doc-2").unwrap())
+            .unwrap()
+            .has_vector
+    );
+    assert_eq!(index.vector(index.ord_of("doc-2").unwrap()), None);
+    assert_eq!(index.doc(31), None);
+
+    let scaled = index.vector(index.ord_of("scaled").unwrap()).unwrap();
+    let expected = 1.0 / (DIM as f32).sqrt();
+    assert!(scaled.iter().all(|x| (x - expected).abs() < 1e-6));
+
+    // a stored vector finds itself first, with cosine 1, by both search paths
+    let q = index.vector(ord).unwrap().to_vec();
+    for hits in [
+        index.search_vector(&q, 5).unwrap(),
+        index.search_vector_exact(&q, 5).unwrap(),
+    ] {
+        assert_eq!(hits.len(), 5);
+        assert_eq!(hits[0].ord, ord);
+        assert!((hits[0].score - 1.0).abs() < 1e-5);
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+    }
+
+    // reopening again gives identical results
+    let again = Index::open(&path).unwrap();
+    assert_eq!(
+        again.search_vector(&q, 10).unwrap(),
+        index.search_vector(&q, 10).unwrap()
+    );
+    assert_eq!(
+        again.search_text("effusion", 10).unwrap(),
+        index.search_text("effusion", 10).unwrap()
+    );
+}
+
+#[test]
+fn reopen_reloads_the_graph_instead_of_rebuilding() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SplitMix(2);
+    let mut writer = IndexWriter::create(dir.path(), spec(DIM)).unwrap();
+    write_docs(&mut writer, &mut rng, 0, 60);
+    writer.commit().unwrap();
+    let m = Index::open(dir.path()).unwrap().manifest().clone();
+    let hnsw = m.files.hnsw.expect("graph dump recorded in the manifest");
+    assert!(dir.path().join(&hnsw.graph.name).is_file());
+    assert!(dir.path().join(&hnsw.data.name).is_file());
+
+    // Reading never writes: the dump files are unchanged by opening and searching.
+    let before = std::fs::read(dir.path().join(&hnsw.graph.name)).unwrap();
+    let index = Index::open_with(
+        dir.path(),
+        SearchOptions {
+            exact_threshold: 0,
+            ..SearchOptions::default()
+        },
+    )
+    .unwrap();
+    let q = rng.unit_vector(DIM);
+    assert_eq!(index.search_vector(&q, 3).unwrap().len(), 3);
+    assert_eq!(
+        std::fs::read(dir.path().join(&hnsw.graph.name)).unwrap(),
+        before
+    );
+
+    // A dump that does not load is reported, which shows open uses it (and does not rebuild).
+    std::fs::write(dir.path().join(&hnsw.graph.name), b"not a graph").unwrap();
+    let err = Index::open(dir.path()).unwrap_err();
+    assert!(matches!(err, IndexError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains(&hnsw.graph.name), "{err}");
+}
+
+#[test]
+fn model_mismatch_is_reported_with_both_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = IndexWriter::create(dir.path(), spec(DIM)).unwrap();
+    writer.add(doc("a", None, Some("x"))).unwrap();
+    writer.commit().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    index.check_model("fp-test-1").unwrap();
+    let err = index.check_model("fp-other").unwrap_err();
+    match &err {
+        IndexError::ModelMismatch {
+            index_model,
+            index_fingerprint,
+            query_fingerprint,
+        } => {
+            assert_eq!(index_model, "test-model");
+            assert_eq!(index_fingerprint, "fp-test-1");
+            assert_eq!(query_fingerprint, "fp-other");
+        }
+        other => panic!("expected ModelMismatch, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("test-model") && msg.contains("fp-other"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn wrong_dimension_and_invalid_vectors_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = IndexWriter::create(dir.path(), spec(DIM)).unwrap();
+    let err = writer
+        .add(doc("a", Some(vec![1.0; DIM + 1]), None))
+        .unwrap_err();
+    assert!(
+        matches!(err, IndexError::WrongDimension { expected: DIM, found } if found == DIM + 1),
+        "{err}"
+    );
+    let mut nan = vec![1.0; DIM];
+    nan[3] = f32::NAN;
+    let err = writer.add(doc("b", Some(nan), None)).unwrap_err();
+    assert!(matches!(err, IndexError::InvalidVector { .. }), "{err}");
+    let err = writer
+        .add(doc("c", Some(vec![0.0; DIM]), None))
+        .unwrap_err();
+    assert!(matches!(err, IndexError::InvalidVector { .. }), "{err}");
+    let err = writer.add(doc("", None, Some("x"))).unwrap_err();
+    assert!(matches!(err, IndexError::InvalidDocument { .. }), "{err}");
+    // rejected documents left no trace
+    assert_eq!(writer.len(), 0);
+    assert!(!writer.contains("a") && !writer.contains("b"));
+
+    writer.add(doc("ok", Some(vec![1.0; DIM]), None)).unwrap();
+    writer.commit().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    let err = index.search_vector(&[1.0; 3], 5).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IndexError::WrongDimension {
+                expected: DIM,
+                found: 3
+            }
+        ),
+        "{err}"
+    );
+    let err = index.search_vector_exact(&[0.0; DIM], 5).unwrap_err();
+    assert!(matches!(err, IndexError::InvalidQuery { .. }), "{err}");
+    assert!(index.search_vector(&[1.0; DIM], 0).unwrap().is_empty());
+}
+
+#[test]
+fn duplicate_ids_are_rejected_across_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = IndexWriter::create(dir.path(), spec(DIM)).unwrap();
+    writer.add(doc("same", None, Some("a"))).unwrap();
+    let err = writer.add(doc("same", None, Some("b"))).unwrap_err();
+    assert!(
+        matches!(&err, IndexError::DuplicateId { id } if id == "same"),
+        "{err}"
+    );
+    writer.commit().unwrap();
+    drop(writer);
+    let mut writer = IndexWriter::open(dir.path()).unwrap();
+    assert!(writer.contains("same"));
+    let err = writer.add(doc("same", None, None)).unwrap_err();
+    assert!(matches!(err, IndexError::DuplicateId { .. }), "{err}");
+}
+
+#[test]
+fn create_refuses_existing_index_and_non_empty_folder_open_refuses_non_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = IndexWriter::create(dir.path().join("idx"), spec(DIM)).unwrap();
+    drop(writer);
+    let err = IndexWriter::create(dir.path().join("idx"), spec(DIM)).unwrap_err();
+    assert!(matches!(err, IndexError::AlreadyExists { .. }), "{err}");
+
+    std::fs::create_dir(dir.path().join("other")).unwrap();
+    std::fs::write(dir.path().join("other/notes.txt"), b"hello").unwrap();
+    let err = IndexWriter::create(dir.path().join("other"), spec(DIM)).unwrap_err();
+    assert!(matches!(err, IndexError::DirectoryNotEmpty { .. }), "{err}");
+
+    let err = Index::open(dir.path().join("other")).unwrap_err();
+    assert!(matches!(err, IndexError::NotAnIndex { .. }), "{err}");
+    assert!(err.to_string().contains("cxr index"), "{err}");
+    let err = IndexWriter::open(dir.path().join("missing")).unwrap_err();
+    assert!(matches!(err, IndexError::NotAnIndex { .. }), "{err}");
+
+    // a freshly created, never committed index opens as an empty index
+    let index = Index::open(dir.path().join("idx")).unwrap();
+    assert!(index.is_empty());
+    assert!(index.search_vector(&[1.0; DIM], 3).unwrap().is_empty());
+    assert!(index.search_text("effusion", 3).unwrap().is_empty());
+}
+
+#[test]
+fn a_second_writer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _writer = IndexWriter::create(dir.path(), spec(DIM)).unwrap();
+    let err = IndexWriter::open(dir.path()).unwrap_err();
+    assert!(matches!(err, IndexError::Locked { .. }), "{err}");
+}
+
+#[test]
+fn appending_after_reopen_continues_the_graph_and_text_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SplitMix(3);
+    let mut writer = IndexWriter::create(dir.path(), spec(DIM)).unwrap();
+    write_docs(&mut writer, &mut rng, 0, 40);
+    writer.commit().unwrap();
+    drop(writer);
+
+    let mut writer = IndexWriter::open(dir.path()).unwrap();
+    assert_eq!(writer.len(), 40);
+    assert_eq!(writer.spec(), &spec(DIM));
+    write_docs(&mut writer, &mut rng, 40, 40);
+    writer
+        .add(doc(
+            "late",
+            Some(rng.unit_vector(DIM)),
+            Some("Cardiomegaly with effusions."),
+        ))
+        .unwrap();
+    let info = writer.commit().unwrap();
+    assert_eq!((info.generation, info.doc_count, info.added), (2, 81, 41));
+    // a commit with nothing new changes nothing
+    assert_eq!(writer.commit().unwrap().generation, 2);
+    drop(writer);
+
+    let index = Index::open_with(
+        dir.path(),
+        SearchOptions {
+            exact_threshold: 0,
+            ..SearchOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(index.len(), 81);
+    assert_eq!(index.vector_count(), 55);
+    // every vector, old and new, is found by the (reloaded, then extended) graph
+    for ord in 0..index.len() as u32 {
+        if let Some(v) = index.vector(ord) {
+            let hits = index.search_vector(v, 1).unwrap();
+            assert_eq!(hits[0].ord, ord, "vector {ord} not found by the graph");
+        }
+    }
+    assert_eq!(
+        ids(&index, &index.search_text("cardiomegaly", 5).unwrap()),
+        ["late"]
+    );
+    assert_eq!(index.search_text("pneumothorax", 100).unwrap().len(), 40);
+
+    // only the current generation's files remain
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "text")
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "docs-2.jsonl",
+            "hnsw-2.hnsw.data",
+            "hnsw-2.hnsw.graph",
+            "manifest.json",
+            "vectors-2.f32"
+        ]
+    );
+}
+
+/// Regression: a crash after some documents were added but before `commit` must leave exactly
+/// the committed state, and the next writer must not see the lost documents either (their
+/// ordinals are reused, so stale tantivy documents would otherwise alias new ones).
+#[test]
+fn crash_before_commit_keeps_the_last_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SplitMix(4);
+    let mut writer = IndexWriter::create(dir.path(), spec(DIM)).unwrap();
+    write_docs(&mut writer, &mut rng, 0, 10);
+    writer.commit().unwrap();
+    writer
+        .add(doc(
+            "lost",
+            Some(rng.unit_vector(DIM)),
+            Some("tension pneumothorax lost"),
+        ))
+        .unwrap();
+    write_docs(&mut writer, &mut rng, 10, 5);
+    drop(writer); // no commit: the "crash"
+
+    let index = Index::open(dir.path()).unwrap();
+    assert_eq!(index.len(), 10);
+    assert_eq!(index.ord_of("lost"), None);
+    assert!(index.search_text("tension", 10).unwrap().is_empty());
+    drop(index);
+
+    // The next writer starts from the commit and its new documents reuse the ordinals.
+    let mut writer = IndexWriter::open(dir.path()).unwrap();
+    assert_eq!(writer.len(), 10);
+    assert!(!writer.contains("lost"));
+    writer
+        .add(doc("new", None, Some("small effusion")))
+        .unwrap();
+    writer.commit().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    assert!(index.search_text("tension", 10).unwrap().is_empty());
+    assert_eq!(
+        ids(&index, &index.search_text("effusion", 10).unwrap()),
+        ["new"]
+    );
+}
+
+/// Regression: tantivy commits before our manifest. If we die in between, tantivy holds
+/// documents our manifest never committed; readers must not return them.
+#[test]
+fn crash_between_text_commit_and_manifest_hides_uncommitted_text_hits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = IndexWriter::create(dir.path(), spec(DIM)).unwrap();
+    writer
+        .add(doc("kept", None, Some("left effusion")))
+        .unwrap();
+    writer.commit().unwrap();
+    // Keep the committed state of generation 1 (the next commit deletes its docs file).
+    let manifest_before = std::fs::read(dir.path().join("manifest.json")).unwrap();
+    let docs_before = std::fs::read(dir.path().join("docs-1.jsonl")).unwrap();
+    writer
+        .add(doc("ghost", None, Some("right effusion ghost")))
+        .unwrap();
+    writer.commit().unwrap();
+    drop(writer);
+    // Put generation 1 back while tantivy keeps the ghost: the state after a crash between
+    // tantivy's commit and the manifest rename.
+    std::fs::write(dir.path().join("manifest.json"), manifest_before).unwrap();
+    std::fs::write(dir.path().join("docs-1.jsonl"), docs_before).unwrap();
+
+    let index = Index::open(dir.path()).unwrap();
+    assert_eq!(index.len(), 1);
+    let hits = index.search_text("effusion", 10).unwrap();
+    assert_eq!(ids(&index, &hits), ["kept"]);
+    assert!(index.search_text("ghost", 10).unwrap().is_empty());
+    drop(index);
+
+    // and a writer discards the ghost before reusing its ordinal
+    let mut writer = IndexWriter::open(dir.path()).unwrap();
+    writer.add(doc("next", None, Some("no effusion"))).unwrap();
+    writer.commit().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    assert!(index.search_text("ghost", 10).unwrap().is_empty());
+    assert_eq!(index.search_text("effusion", 10).unwrap().len(), 2);
+}
+
+fn current_vectors_file(dir: &Path) -> String {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    m["files"]["vectors"]["name"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_vector_file_of_the_wrong_length_is_corrupt_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SplitMix(5);
+    let mut writer = IndexWriter::create(dir.path(), spec(DIM)).unwrap();
+    write_docs(&mut writer, &mut rng, 0, 12);
+    writer.commit().unwrap();
+    drop(writer);
+    let name = current_vectors_file(dir.path());
+    let path = dir.path().join(&name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.truncate(bytes.len() - 4);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let err = Index::open(dir.path()).unwrap_err();
+    match &err {
+        IndexError::Corrupt { path, reason } => {
+            assert!(path.ends_with(&name), "{err}");
+            assert!(reason.contains("bytes"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(err.to_string().contains(&name), "{err}");
+    let err = IndexWriter::open(dir.path()).unwrap_err();
+    assert!(matches!(err, IndexError::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn a_flipped_bit_in_the_vector_file_is_caught_by_the_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SplitMix(6);
+    let mut writer = IndexWriter::create(dir.path(), spec(DIM)).unwrap();
+    write_docs(&mut writer, &mut rng, 0, 12);
+    writer.commit().unwrap();
+    drop(writer);
+    let path = dir.path().join(current_vectors_file(dir.path()));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[17] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Index::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, IndexError::Corrupt { reason, .. } if reason.contains("CRC")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_newer_format_version_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(IndexWriter::create(dir.path(), spec(DIM)).unwrap());
+    let path = dir.path().join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    m["format_version"] = serde_json::json!(cxr_index::FORMAT_VERSION + 7);
+    std::fs::write(&path, m.to_string()).unwrap();
+    let err = Index::open(dir.path()).unwrap_err();
+    assert!(matches!(err, IndexError::FormatVersion { .. }), "{err}");
+}
+
+#[test]
+fn hnsw_recall_at_10_against_exact_search() {
+    const N: usize = 5000;
+    const D: usize = 64;
+    const QUERIES: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SplitMix(0x5EED);
+    let mut writer = IndexWriter::create(dir.path(), spec(D)).unwrap();
+    for i in 0..N {
+        writer
+            .add(Document {
+                id: format!("v{i}"),
+                vector: Some(rng.unit_vector(D)),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    writer.commit().unwrap();
+    drop(writer);
+
+    let index = Index::open(dir.path()).unwrap();
+    let mut found = 0usize;
+    for _ in 0..QUERIES {
+        let q = rng.unit_vector(D);
+        let approx = index.search_vector(&q, 10).unwrap();
+        let exact = index.search_vector_exact(&q, 10).unwrap();
+        assert_eq!(exact.len(), 10);
+        found += exact
+            .iter()
+            .filter(|e| approx.iter().any(|a| a.ord == e.ord))
+            .count();
+    }
+    let recall = found as f64 / (QUERIES * 10) as f64;
+    assert!(recall >= 0.95, "recall@10 = {recall:.3}");
+}
+
+#[test]
+fn exact_search_can_be_filtered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SplitMix(7);
+    let mut writer = IndexWriter::create(dir.path(), spec(DIM)).unwrap();
+    write_docs(&mut writer, &mut rng, 0, 30);
+    writer.commit().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    let q = rng.unit_vector(DIM);
+    let hits = index
+        .search_vector_exact_filtered(&q, 100, |ord| ord % 2 == 0)
+        .unwrap();
+    assert!(!hits.is_empty());
+    assert!(hits.iter().all(|h| h.ord % 2 == 0));
+    let all = index.search_vector_exact(&q, 100).unwrap();
+    let expected: Vec<_> = all.into_iter().filter(|h| h.ord % 2 == 0).collect();
+    assert_eq!(hits, expected);
+}
+
+#[test]
+fn bm25_stems_and_accepts_any_user_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = IndexWriter::create(dir.path(), spec(DIM)).unwrap();
+    let reports = [
+        ("r1", "Small left pleural effusion. No pneumothorax."),
+        ("r2", "Bilateral pleural effusions with cardiomegaly."),
+        ("r3", "Clear lungs. Normal heart size."),
+        ("r4", "Right upper lobe consolidation, likely pneumonia."),
+    ];
+    for (id, text) in reports {
+        writer.add(doc(id, None, Some(text))).unwrap();
+    }
+    writer
+        .add(doc("image-only", Some(vec![1.0; DIM]), None))
+        .unwrap();
+    writer.commit().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+
+    let mut hits = ids(&index, &index.search_text("effusions", 10).unwrap());
+    hits.sort();
+    assert_eq!(hits, ["r1", "r2"]);
+    assert_eq!(
+        ids(&index, &index.search_text("EFFUSION", 10).unwrap()).len(),
+        2
+    );
+    let best = ids(
+        &index,
+        &index
+            .search_text("small left pleural effusion", 10)
+            .unwrap(),
+    );
+    assert_eq!(best[0], "r1");
+    assert_eq!(
+        ids(&index, &index.search_text("pneumonias", 10).unwrap()),
+        ["r4"]
+    );
+
+    for odd in [
+        "",
+        "   ",
+        "no pneumothorax?",
+        "\"pleural effusion",
+        "impression: effusion",
+        "text:effusion",
+        "-effusion",
+        "effusion AND OR NOT (",
+        "[1 TO *}",
+        "?*:^~",
+        "pneumo*",
+        "é ü 肺",
+    ] {
+        let result = index.search_text(odd, 10);
+        assert!(result.is_ok(), "query {odd:?} failed: {result:?}");
+    }
+    assert!(index.search_text("", 10).unwrap().is_empty());
+    assert!(index.search_text("?*:^~", 10).unwrap().is_empty());
+    assert_eq!(
+        ids(
+            &index,
+            &index.search_text("impression: effusion", 10).unwrap()
+        )
+        .len(),
+        2
+    );
+    assert!(index.search_text("effusion", 0).unwrap().is_empty());
+    assert_eq!(index.search_text("effusion", 1).unwrap().len(), 1);
+}
+
+#[test]
+fn failures_are_appended_to_errors_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = IndexWriter::create(dir.path(), spec(DIM)).unwrap();
+    writer
+        .record_failure("a/b.dcm", "unsupported transfer syntax")
+        .unwrap();
+    writer
+        .record_failure("c.png", "truncated \"file\"\nsecond line")
+        .unwrap();
+    drop(writer);
+    let text = std::fs::read_to_string(dir.path().join("errors.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    let failures = read_failures(dir.path()).unwrap();
+    assert_eq!(failures.len(), 2);
+    assert_eq!(failures[0].path, "a/b.dcm");
+    assert_eq!(failures[1].reason, "truncated \"file\"\nsecond line");
+    assert!(failures[0].time.ends_with('Z'));
+    // the log survives reopening and appends
+    let mut writer = IndexWriter::open(dir.path()).unwrap();
+    writer.record_failure("d.dcm", "x").unwrap();
+    assert_eq!(read_failures(dir.path()).unwrap().len(), 3);
+}

@@ -1,0 +1,288 @@
+//! The batch indexer: files -> decoded, preprocessed pixels (rayon workers) -> batched inference
+//! -> documents appended to the index, committed at a fixed interval.
+//!
+//! Decoding runs on a producer thread one batch ahead of inference, through a channel of depth
+//! one, so at most three batches of pixels exist at any time whatever the archive's size.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use cxr_index::{Document, IndexWriter};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use crate::ingest::reports::{Report, ReportTable};
+use crate::ingest::{self, DecodeOptions, ImageMeta, IngestError};
+use crate::model::DualEncoder;
+
+/// One indexing run.
+pub struct IndexJob<'a> {
+    /// Image files, in the order they are indexed, with the root each was found under (used to
+    /// store paths relative to it and to match reports by relative path).
+    pub files: Vec<(PathBuf, PathBuf)>,
+    pub reports: Option<&'a ReportTable>,
+    pub decode: DecodeOptions,
+    pub batch_size: usize,
+    /// Commit after this many new documents (and always at the end).
+    pub commit_every: usize,
+    pub progress: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Summary {
+    pub indexed: usize,
+    /// Documents already in the index (a resumed or repeated run).
+    pub skipped: usize,
+    pub failed: usize,
+    pub report_only: usize,
+    /// Reports that matched no image of this run.
+    pub unmatched_reports: usize,
+    pub seconds: f64,
+}
+
+/// Why the run as a whole stopped (single bad files never stop it).
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error(transparent)]
+    Index(#[from] cxr_index::IndexError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+}
+
+struct Prepared {
+    path: PathBuf,
+    rel: PathBuf,
+    id: String,
+    meta: ImageMeta,
+    input: Vec<f32>,
+}
+
+type Decoded = Result<Prepared, (PathBuf, String)>;
+
+/// Runs the job, calling `on_failure` with each file that could not be indexed and why.
+pub fn run(
+    job: IndexJob<'_>,
+    model: &DualEncoder,
+    writer: &mut IndexWriter,
+    on_failure: &mut dyn FnMut(&Path, &str),
+) -> Result<Summary, EmbedError> {
+    let start = Instant::now();
+    let mut summary = Summary::default();
+    let total = job.files.len() as u64;
+    let bar = progress_bar(job.progress, total);
+    let mut since_commit = 0usize;
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut matched_reports: HashSet<String> = HashSet::new();
+    let batch_size = job.batch_size.max(1);
+
+    std::thread::scope(|scope| -> Result<(), EmbedError> {
+        let (tx, rx) = mpsc::sync_channel::<Vec<Decoded>>(1);
+        let files = &job.files;
+        let decode = &job.decode;
+        scope.spawn(move || {
+            for chunk in files.chunks(batch_size) {
+                let batch: Vec<Decoded> = chunk
+                    .par_iter()
+                    .map(|(path, root)| prepare(path, root, decode, model))
+                    .collect();
+                if tx.send(batch).is_err() {
+                    break; // the consumer stopped on an error
+                }
+            }
+        });
+
+        for batch in rx {
+            let mut ok = Vec::with_capacity(batch.len());
+            for item in batch {
+                match item {
+                    Ok(p) if writer.contains(&p.id) => summary.skipped += 1,
+                    Ok(p) if !seen.insert(p.id.clone()) => {
+                        let reason = format!("duplicate document id {} in this run", p.id);
+                        fail(writer, on_failure, &p.path, &reason, &mut summary)?;
+                    }
+                    Ok(p) => ok.push(p),
+                    Err((path, reason)) => fail(writer, on_failure, &path, &reason, &mut summary)?,
+                }
+            }
+            if !ok.is_empty() {
+                let inputs: Vec<Vec<f32>> = ok
+                    .iter_mut()
+                    .map(|p| std::mem::take(&mut p.input))
+                    .collect();
+                let vectors = model.embed_inputs(&inputs)?;
+                for (p, vector) in ok.into_iter().zip(vectors) {
+                    let report = job.reports.and_then(|t| {
+                        t.find(&p.id, Some(&p.rel), p.meta.study_instance_uid.as_deref())
+                    });
+                    if let Some(r) = report {
+                        matched_reports.insert(r.key.clone());
+                    }
+                    writer.add(image_document(&p, vector, report))?;
+                    summary.indexed += 1;
+                    since_commit += 1;
+                }
+            }
+            bar.set_position((summary.indexed + summary.skipped + summary.failed) as u64);
+            if since_commit >= job.commit_every {
+                writer.commit()?;
+                since_commit = 0;
+            }
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+
+    if let Some(table) = job.reports {
+        if job.files.is_empty() {
+            // A report-only corpus: every report is a document of its own.
+            for report in table.reports() {
+                if writer.contains(&report.key) {
+                    summary.skipped += 1;
+                    continue;
+                }
+                match report_document(report) {
+                    Some(doc) => {
+                        writer.add(doc)?;
+                        summary.report_only += 1;
+                    }
+                    None => {
+                        let reason = "empty report: no text in the report columns";
+                        fail(
+                            writer,
+                            on_failure,
+                            Path::new(&report.key),
+                            reason,
+                            &mut summary,
+                        )?;
+                    }
+                }
+            }
+        } else {
+            summary.unmatched_reports = table.len().saturating_sub(matched_reports.len());
+        }
+    }
+    writer.commit()?;
+    summary.seconds = start.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn fail(
+    writer: &mut IndexWriter,
+    on_failure: &mut dyn FnMut(&Path, &str),
+    path: &Path,
+    reason: &str,
+    summary: &mut Summary,
+) -> Result<(), EmbedError> {
+    on_failure(path, reason);
+    writer.record_failure(&path.to_string_lossy(), reason)?;
+    summary.failed += 1;
+    Ok(())
+}
+
+fn prepare(path: &Path, root: &Path, opts: &DecodeOptions, model: &DualEncoder) -> Decoded {
+    let decoded = ingest::decode_file(path, opts).map_err(|e| (path.to_path_buf(), reason(&e)))?;
+    let rel = path
+        .strip_prefix(root)
+        .ok()
+        .filter(|r| !r.as_os_str().is_empty())
+        .unwrap_or(path)
+        .to_path_buf();
+    let id = match &decoded.meta.sop_instance_uid {
+        Some(uid) => uid.clone(),
+        None => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let input = model.prepare_image(&decoded.image);
+    Ok(Prepared {
+        path: path.to_path_buf(),
+        rel,
+        id,
+        meta: decoded.meta,
+        input,
+    })
+}
+
+/// The error's message without the path prefix, since the caller prints the path itself.
+fn reason(e: &IngestError) -> String {
+    let text = e.to_string();
+    match text.split_once(": ") {
+        Some((_, rest)) => rest.to_string(),
+        None => text,
+    }
+}
+
+fn image_document(p: &Prepared, vector: Vec<f32>, report: Option<&Report>) -> Document {
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert("path".to_string(), p.rel.to_string_lossy().into_owned());
+    let m = &p.meta;
+    let mut put = |k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            fields.insert(k.to_string(), v.clone());
+        }
+    };
+    put("study_uid", &m.study_instance_uid);
+    put("series_uid", &m.series_instance_uid);
+    put("modality", &m.modality);
+    put("view", &m.view_position);
+    put("body_part", &m.body_part);
+    put("sex", &m.patient_sex);
+    put("date", &m.study_date);
+    put("patient", &m.patient_hash);
+    if let Some(age) = m.patient_age {
+        fields.insert("age".into(), age.to_string());
+    }
+    let mut text = None;
+    if let Some(r) = report {
+        for (k, v) in &r.meta {
+            // The image header wins over the table where both have a value.
+            fields.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        for (k, v) in &r.sections {
+            if !v.trim().is_empty() {
+                fields.insert(k.clone(), v.clone());
+            }
+        }
+        text = r.text();
+    }
+    Document {
+        id: p.id.clone(),
+        vector: Some(vector),
+        text,
+        fields,
+    }
+}
+
+fn report_document(r: &Report) -> Option<Document> {
+    let text = r.text()?;
+    let mut fields: std::collections::BTreeMap<String, String> = r.meta.clone();
+    for (k, v) in &r.sections {
+        if !v.trim().is_empty() {
+            fields.insert(k.clone(), v.clone());
+        }
+    }
+    Some(Document {
+        id: r.key.clone(),
+        vector: None,
+        text: Some(text),
+        fields,
+    })
+}
+
+fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} images, {per_sec}, eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}

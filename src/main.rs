@@ -1,0 +1,538 @@
+//! `cxr`: the command line of cxr-search. It parses flags into plain structs, then wires the
+//! library's ingest, model, embed, index, search and eval layers together.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use cxr_index::{Index, IndexSpec, IndexWriter};
+use cxr_search::embed::{self, IndexJob};
+use cxr_search::eval;
+use cxr_search::ingest::reports::{ReportTable, TableColumns};
+use cxr_search::ingest::{self, walk, DecodeOptions};
+use cxr_search::model::{self, DualEncoder, InitOptions, Preset};
+use cxr_search::search::{self, SearchOptions, Searcher};
+
+#[derive(Parser)]
+#[command(
+    name = "cxr",
+    version,
+    about = "Semantic search over chest X-ray archives"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Index DICOM/PNG/JPEG files (and reports) into an index folder; re-running resumes.
+    Index(IndexArgs),
+    /// Search an index by text or by example image.
+    Search(SearchArgs),
+    /// Score an index on a query set with graded relevance (NDCG@k, P@k, as trec_eval).
+    Eval(EvalArgs),
+    /// Show what an index holds.
+    Info {
+        /// Index folder.
+        index: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Model folders.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Model folder (config.json, tokenizer.json, model.safetensors) [default: $CXR_MODEL or
+    /// models/default]
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+struct IndexArgs {
+    /// Files or folders to index (walked recursively). None: index the reports alone.
+    inputs: Vec<PathBuf>,
+    /// Index folder to create, or to add to.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Reports or per-image metadata: .jsonl or .csv, one record per report.
+    #[arg(long)]
+    reports: Option<PathBuf>,
+    /// Column of the reports table that names the image, study or report [default: detected]
+    #[arg(long)]
+    key: Option<String>,
+    /// Comma-separated report columns to search [default: findings,impression | report,text |
+    /// clinical_notes]; `none` for metadata only.
+    #[arg(long)]
+    text: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Images per inference batch.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Commit after this many new documents.
+    #[arg(long, default_value_t = 5000)]
+    commit_every: usize,
+    /// Refuse images larger than this many pixels.
+    #[arg(long, default_value_t = DecodeOptions::default().max_pixels)]
+    max_pixels: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    /// Index folder.
+    index: PathBuf,
+    /// Free-text query, e.g. "small left pleural effusion".
+    #[arg(long, conflicts_with = "image", required_unless_present = "image")]
+    text: Option<String>,
+    /// Example image (DICOM, PNG or JPEG).
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Number of results.
+    #[arg(short, long, default_value_t = 10)]
+    k: usize,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Index folder.
+    index: PathBuf,
+    /// Queries (JSONL: id, corpus, group, text or image).
+    #[arg(long)]
+    queries: PathBuf,
+    /// TREC qrels (qid 0 docid rel).
+    #[arg(long)]
+    qrels: PathBuf,
+    /// Keep only the queries of this corpus.
+    #[arg(long)]
+    corpus: Option<String>,
+    /// Cut-off of NDCG@k and P@k.
+    #[arg(long, default_value_t = 5)]
+    k: usize,
+    /// Write the ranking as a TREC run file.
+    #[arg(long)]
+    run: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Create a model folder with random weights and a vocabulary learnt from report text.
+    Init {
+        /// Folder to create.
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "small")]
+        preset: Preset,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Report tables (.jsonl/.csv) whose text the vocabulary is learnt from.
+        #[arg(long = "vocab-from", required = true)]
+        vocab_from: Vec<PathBuf>,
+        /// Name recorded in the indexes the model builds.
+        #[arg(long, default_value = "cxr-random")]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Index(args) => cmd_index(args),
+        Command::Search(args) => cmd_search(args),
+        Command::Eval(args) => cmd_eval(args),
+        Command::Info { index, json } => cmd_info(&index, json),
+        Command::Model(ModelCommand::Init {
+            dir,
+            preset,
+            seed,
+            vocab_from,
+            name,
+        }) => cmd_model_init(&dir, preset, seed, &vocab_from, name),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("cxr: error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_model(args: &ModelArgs) -> Result<DualEncoder> {
+    let dir = args.model.clone().unwrap_or_else(model::default_model_dir);
+    let device = model::device(&args.device)?;
+    DualEncoder::load(&dir, &device).with_context(|| format!("loading model {}", dir.display()))
+}
+
+fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
+    if args.inputs.is_empty() && args.reports.is_none() {
+        bail!("nothing to index: give image files or folders, or --reports");
+    }
+    for input in &args.inputs {
+        if !input.exists() {
+            bail!("{}: no such file or folder", input.display());
+        }
+    }
+    let model = load_model(&args.model)?;
+    let reports = match &args.reports {
+        Some(path) => {
+            let columns = TableColumns {
+                key: args.key.clone(),
+                text: args.text.as_deref().map(|t| {
+                    t.split(',')
+                        .map(str::trim)
+                        .filter(|c| !c.is_empty() && *c != "none")
+                        .map(String::from)
+                        .collect()
+                }),
+            };
+            let table = ReportTable::load(path, &columns)?;
+            if table.duplicate_keys > 0 {
+                eprintln!(
+                    "cxr: {}: {} records repeat an earlier key and were ignored",
+                    path.display(),
+                    table.duplicate_keys
+                );
+            }
+            Some(table)
+        }
+        None => None,
+    };
+
+    let mut writer = if args.out.join(cxr_index::MANIFEST_FILE).exists() {
+        let writer = IndexWriter::open(&args.out)
+            .with_context(|| format!("opening index {}", args.out.display()))?;
+        if writer.spec().model_fingerprint != model.fingerprint() {
+            bail!(
+                "{} was built by model {} ({}), not by {} ({}); pass --model with that model or \
+                 choose another --out",
+                args.out.display(),
+                writer.spec().model_name,
+                writer.spec().model_fingerprint,
+                model.config().name,
+                model.fingerprint()
+            );
+        }
+        writer
+    } else {
+        let spec = IndexSpec {
+            dim: model.dim(),
+            model_fingerprint: model.fingerprint().to_string(),
+            model_name: model.config().name.clone(),
+        };
+        IndexWriter::create(&args.out, spec)
+            .with_context(|| format!("creating index {}", args.out.display()))?
+    };
+    let salt = patient_salt(&args.out)?;
+
+    let mut files = Vec::new();
+    let mut walk_failures = 0usize;
+    for item in walk::walk(&args.inputs) {
+        match item {
+            Ok(path) => {
+                let root = args
+                    .inputs
+                    .iter()
+                    .find(|r| path.starts_with(r))
+                    .cloned()
+                    .unwrap_or_default();
+                files.push((path, root));
+            }
+            Err((path, reason)) => {
+                eprintln!("cxr: {}: {reason}", path.display());
+                writer.record_failure(&path.to_string_lossy(), &reason)?;
+                walk_failures += 1;
+            }
+        }
+    }
+    let job = IndexJob {
+        files,
+        reports: reports.as_ref(),
+        decode: DecodeOptions {
+            max_pixels: args.max_pixels,
+            patient_salt: salt,
+        },
+        batch_size: args.batch_size,
+        commit_every: args.commit_every,
+        progress: !args.quiet && !args.json,
+    };
+    let mut on_failure = |path: &Path, reason: &str| {
+        eprintln!("cxr: {}: {reason}", path.display());
+    };
+    let mut summary = embed::run(job, &model, &mut writer, &mut on_failure)?;
+    summary.failed += walk_failures;
+    let total = writer.len();
+    if args.json {
+        let mut value = serde_json::to_value(&summary)?;
+        value["documents"] = total.into();
+        println!("{value}");
+    } else {
+        let rate = summary.indexed as f64 / summary.seconds.max(1e-9);
+        println!(
+            "indexed {} images ({rate:.1}/s) and {} report-only documents; skipped {} already \
+             indexed; failed {}; {:.1}s; the index holds {total} documents",
+            summary.indexed, summary.report_only, summary.skipped, summary.failed, summary.seconds
+        );
+        if summary.unmatched_reports > 0 {
+            println!("{} reports matched no image", summary.unmatched_reports);
+        }
+        if summary.failed > 0 {
+            println!(
+                "failures are listed in {}",
+                args.out.join(cxr_index::ERRORS_FILE).display()
+            );
+        }
+    }
+    let nothing = summary.indexed + summary.report_only + summary.skipped == 0;
+    Ok(if nothing {
+        eprintln!("cxr: nothing could be indexed");
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Each index hashes patient IDs with its own random salt, kept in the index folder, so hashes
+/// cannot be joined across indexes or reversed by hashing candidate IDs without the folder.
+fn patient_salt(index_dir: &Path) -> Result<String> {
+    let path = index_dir.join("patient-salt");
+    if let Ok(salt) = std::fs::read_to_string(&path) {
+        return Ok(salt.trim().to_string());
+    }
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .context("reading /dev/urandom for the patient-hash salt")?;
+    let salt: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&path, &salt).with_context(|| format!("writing {}", path.display()))?;
+    Ok(salt)
+}
+
+/// Opens an index and, when it holds image vectors, the model that must embed its queries.
+fn open_for_search(index_dir: &Path, args: &ModelArgs) -> Result<(Index, Option<DualEncoder>)> {
+    let index =
+        Index::open(index_dir).with_context(|| format!("opening index {}", index_dir.display()))?;
+    let model = if index.manifest().vector_count > 0 {
+        Some(load_model(args)?)
+    } else {
+        None
+    };
+    Ok((index, model))
+}
+
+fn cmd_search(args: SearchArgs) -> Result<ExitCode> {
+    let (index, model) = open_for_search(&args.index, &args.model)?;
+    let searcher = Searcher::new(&index, model.as_ref())
+        .with_context(|| format!("searching {}", args.index.display()))?;
+    let opts = SearchOptions::top(args.k);
+    let started = std::time::Instant::now();
+    let (hits, query_text) = match (&args.text, &args.image) {
+        (Some(text), _) => (searcher.search_text(text, opts)?, text.clone()),
+        (None, Some(path)) => {
+            let decoded = ingest::decode_file(path, &DecodeOptions::default())?;
+            (searcher.search_image(&decoded.image, opts)?, String::new())
+        }
+        (None, None) => bail!("give --text or --image"),
+    };
+    let millis = started.elapsed().as_secs_f64() * 1000.0;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        let results: Vec<serde_json::Value> = hits
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let fields = index.doc(h.ord).map(|d| d.fields.clone());
+                let mut v = serde_json::to_value(h).unwrap_or_default();
+                v["rank"] = (i + 1).into();
+                v["fields"] = serde_json::to_value(fields).unwrap_or_default();
+                v
+            })
+            .collect();
+        let value = serde_json::json!({"took_ms": millis, "results": results});
+        writeln!(out, "{value}")?;
+    } else {
+        for (i, h) in hits.iter().enumerate() {
+            let doc = index.doc(h.ord);
+            let field = |k: &str| {
+                doc.and_then(|d| d.fields.get(k))
+                    .map(String::as_str)
+                    .unwrap_or("-")
+            };
+            let report = doc.map(|d| report_text(&d.fields)).unwrap_or_default();
+            let snip = search::snippet(&report, &query_text, 90);
+            writeln!(
+                out,
+                "{:>3}  {:<40}  {:.4}  {:<9} {}",
+                i + 1,
+                h.id,
+                h.score,
+                field("view"),
+                snip
+            )?;
+        }
+    }
+    Ok(if hits.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The report sections of a stored document, in reading order.
+fn report_text(fields: &std::collections::BTreeMap<String, String>) -> String {
+    let order = ["findings", "impression", "report", "text", "clinical_notes"];
+    order
+        .iter()
+        .filter_map(|k| fields.get(*k))
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cmd_eval(args: EvalArgs) -> Result<ExitCode> {
+    let queries = eval::load_queries(&args.queries, args.corpus.as_deref())?;
+    if queries.is_empty() {
+        bail!(
+            "{}: no queries{}",
+            args.queries.display(),
+            args.corpus
+                .as_deref()
+                .map(|c| format!(" of corpus `{c}`"))
+                .unwrap_or_default()
+        );
+    }
+    let qrels = eval::Qrels::load(&args.qrels)?;
+    let (index, model) = open_for_search(&args.index, &args.model)?;
+    let searcher = Searcher::new(&index, model.as_ref())?;
+    // Rank deeper than k so the run file is useful beyond the cut-off.
+    let opts = SearchOptions::top(args.k.max(100));
+    let mut run_out = match &args.run {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let mut scores = Vec::new();
+    for q in &queries {
+        let Some(judged) = qrels.judgments(&q.id) else {
+            eprintln!("cxr: query {} has no judgments in the qrels; skipped", q.id);
+            continue;
+        };
+        let hits = match &q.kind {
+            eval::QueryKind::Text(text) => searcher.search_text(text, opts)?,
+            eval::QueryKind::Image(path) => {
+                let decoded = ingest::decode_file(path, &DecodeOptions::default())
+                    .with_context(|| format!("query {}", q.id))?;
+                searcher.search_image(&decoded.image, opts)?
+            }
+        };
+        let ranked: Vec<eval::Ranked> = hits
+            .iter()
+            .map(|h| eval::Ranked {
+                docid: h.id.clone(),
+                score: h.score.into(),
+            })
+            .collect();
+        if let Some(w) = run_out.as_mut() {
+            eval::write_run(w, &q.id, &ranked, "cxr")?;
+        }
+        scores.push(eval::QueryScores {
+            id: q.id.clone(),
+            group: q.group.clone(),
+            ndcg: eval::ndcg_at_k(&ranked, judged, args.k),
+            p: eval::precision_at_k(&ranked, judged, args.k),
+        });
+    }
+    if let Some(mut w) = run_out {
+        w.flush()?;
+    }
+    let report = eval::EvalReport::from_scores(args.k, scores);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        report.write_table(&mut out)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_info(index_dir: &Path, json: bool) -> Result<ExitCode> {
+    let index =
+        Index::open(index_dir).with_context(|| format!("opening index {}", index_dir.display()))?;
+    let m = index.manifest();
+    if json {
+        println!("{}", serde_json::to_string(m)?);
+    } else {
+        println!("index      {}", index_dir.display());
+        println!("documents  {}", m.doc_count);
+        println!("vectors    {} x {}", m.vector_count, m.spec.dim);
+        println!(
+            "model      {} ({})",
+            m.spec.model_name, m.spec.model_fingerprint
+        );
+        println!("format     {}", m.format_version);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_model_init(
+    dir: &Path,
+    preset: Preset,
+    seed: u64,
+    vocab_from: &[PathBuf],
+    name: String,
+) -> Result<ExitCode> {
+    if dir.join("model.safetensors").exists() {
+        bail!("{}: already holds a model; remove it first", dir.display());
+    }
+    let mut corpus = Vec::new();
+    for path in vocab_from {
+        let table = ReportTable::load(path, &TableColumns::default())?;
+        corpus.extend(table.reports().iter().filter_map(|r| r.text()));
+    }
+    if corpus.is_empty() {
+        bail!("no report text found in --vocab-from tables");
+    }
+    let opts = InitOptions {
+        name,
+        preset,
+        seed,
+        corpus,
+    };
+    let model = model::init_random(dir, &opts)?;
+    println!(
+        "created {} ({}, embed dim {}, fingerprint {})",
+        dir.display(),
+        model.config().name,
+        model.dim(),
+        model.fingerprint()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,51 @@
+//! Encoders on candle: a dual encoder that maps chest X-rays and report text into one
+//! L2-normalised space (CLIP, Radford et al. 2021; ELIXR-C, Xu et al. 2023).
+//!
+//! A model is a folder: `config.json` (towers, dimensions, preprocessing), `tokenizer.json`
+//! (a Hugging Face tokenizer) and `model.safetensors`. The towers come from
+//! candle-transformers (ViT, BERT); this module adds the projections, the preprocessing and the
+//! fingerprint that ties an index to the model that built it.
+
+mod config;
+mod dual;
+mod init;
+mod preprocess;
+mod towers;
+
+pub use config::{ImageTowerConfig, ModelConfig, PreprocessConfig, ResizeMode, TextTowerConfig};
+pub use dual::{DualEncoder, ModelError};
+pub use init::{init_random, InitOptions, Preset};
+pub use preprocess::to_model_input;
+
+/// Where `cxr` looks for its model when `--model` is not given: `$CXR_MODEL`, else the
+/// `models/default` folder of the source tree it was built from.
+pub fn default_model_dir() -> std::path::PathBuf {
+    match std::env::var_os("CXR_MODEL") {
+        Some(dir) => dir.into(),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default"),
+    }
+}
+
+/// The device to run on: `cpu`, or `cuda`/`cuda:N` when built with the `cuda` feature.
+pub fn device(name: &str) -> Result<candle_core::Device, ModelError> {
+    match name {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        n if n == "cuda" || n.starts_with("cuda:") => {
+            let ordinal = n
+                .strip_prefix("cuda:")
+                .map(|i| i.parse::<usize>())
+                .transpose()
+                .map_err(|_| ModelError::Device(format!("bad device `{n}`")))?
+                .unwrap_or(0);
+            if !candle_core::utils::cuda_is_available() {
+                return Err(ModelError::Device(
+                    "this build has no CUDA support; rebuild with `--features cuda`".into(),
+                ));
+            }
+            candle_core::Device::new_cuda(ordinal).map_err(|e| ModelError::Device(e.to_string()))
+        }
+        n => Err(ModelError::Device(format!(
+            "unknown device `{n}` (expected cpu, cuda or cuda:N)"
+        ))),
+    }
+}
