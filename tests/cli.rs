@@ -1,0 +1,307 @@
+//! End-to-end tests of the `cxr` binary on small archives the tests make themselves.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn cxr(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cxr"))
+        .args(args)
+        .output()
+        .expect("run cxr")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+const REPORTS: &str = r#"{"id": "r1", "findings": "Small left pleural effusion.", "impression": "Effusion."}
+{"id": "r2", "findings": "Heart size is enlarged. Cardiomegaly.", "impression": ""}
+{"id": "r3", "findings": "The lungs are clear.", "impression": "Normal chest."}
+{"id": "r4", "findings": "", "impression": ""}
+"#;
+
+/// A model folder with the `test` preset, its vocabulary learnt from `REPORTS`.
+fn make_model(dir: &Path) -> PathBuf {
+    let reports = dir.join("vocab.jsonl");
+    std::fs::write(&reports, REPORTS.repeat(20)).unwrap();
+    let model = dir.join("model");
+    let o = cxr(&[
+        "model",
+        "init",
+        model.to_str().unwrap(),
+        "--preset",
+        "test",
+        "--vocab-from",
+        reports.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    model
+}
+
+/// Three PNG radiograph stand-ins with distinct patterns, and clutter that must be reported.
+fn make_archive(dir: &Path) -> PathBuf {
+    let archive = dir.join("archive");
+    std::fs::create_dir_all(archive.join("sub")).unwrap();
+    for (name, f) in [("img1.png", 1u32), ("img2.png", 7), ("sub/img3.png", 13)] {
+        image::GrayImage::from_fn(48, 40, |x, y| image::Luma([((x * f + y * 3) % 256) as u8]))
+            .save(archive.join(name))
+            .unwrap();
+    }
+    std::fs::write(archive.join("notes.png"), b"this is not an image").unwrap();
+    let good = std::fs::read(archive.join("img1.png")).unwrap();
+    std::fs::write(archive.join("cut.png"), &good[..good.len() / 3]).unwrap();
+    archive
+}
+
+#[test]
+fn index_search_eval_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = make_model(dir.path());
+    let archive = make_archive(dir.path());
+    let reports = dir.path().join("reports.csv");
+    std::fs::write(
+        &reports,
+        "filename,view,report\nimg1.png,PA,Small left pleural effusion.\nimg2.png,AP,Cardiomegaly.\n",
+    )
+    .unwrap();
+    let idx = dir.path().join("idx");
+    let (m, a, r, i) = (
+        model.to_str().unwrap(),
+        archive.to_str().unwrap(),
+        reports.to_str().unwrap(),
+        idx.to_str().unwrap(),
+    );
+
+    let o = cxr(&[
+        "index",
+        a,
+        "--reports",
+        r,
+        "--out",
+        i,
+        "--model",
+        m,
+        "--json",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["indexed"], 3);
+    assert_eq!(summary["failed"], 2);
+    // Each bad file is named with its reason, on stderr and in errors.jsonl.
+    assert!(err.contains("notes.png"), "{err}");
+    assert!(err.contains("cut.png"), "{err}");
+    let errors = std::fs::read_to_string(idx.join("errors.jsonl")).unwrap();
+    assert_eq!(errors.lines().count(), 2);
+
+    // Text search ranks the report that says it first; the hit shows the report's sentence.
+    let o = cxr(&[
+        "search",
+        i,
+        "--text",
+        "pleural effusion",
+        "-k",
+        "3",
+        "--model",
+        m,
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let first = out.lines().next().unwrap();
+    assert!(
+        first.contains("img1") && first.contains("Small left pleural effusion"),
+        "{out}"
+    );
+
+    // Image search finds the query image itself first.
+    let q = archive.join("sub/img3.png");
+    let o = cxr(&[
+        "search",
+        i,
+        "--image",
+        q.to_str().unwrap(),
+        "--json",
+        "--model",
+        m,
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["results"][0]["id"], "img3");
+    assert_eq!(v["results"][0]["fields"]["path"], "sub/img3.png");
+
+    // Re-running indexes nothing twice.
+    let o = cxr(&[
+        "index",
+        a,
+        "--reports",
+        r,
+        "--out",
+        i,
+        "--model",
+        m,
+        "--json",
+    ]);
+    let (out, _) = text(&o);
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["indexed"], 0);
+    assert_eq!(summary["skipped"], 3);
+    assert_eq!(summary["documents"], 3);
+
+    // Evaluation with a run file.
+    let queries = dir.path().join("q.jsonl");
+    std::fs::write(
+        &queries,
+        "{\"id\":\"q1\",\"corpus\":\"t\",\"group\":\"finding\",\"text\":\"effusion\"}\n\
+         {\"id\":\"q2\",\"corpus\":\"t\",\"group\":\"image\",\"image\":\"archive/img2.png\"}\n",
+    )
+    .unwrap();
+    let qrels = dir.path().join("q.txt");
+    std::fs::write(&qrels, "q1 0 img1 2\nq2 0 img2 1\n").unwrap();
+    let run = dir.path().join("out.run");
+    let o = cxr(&[
+        "eval",
+        i,
+        "--queries",
+        queries.to_str().unwrap(),
+        "--qrels",
+        qrels.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--json",
+        "--model",
+        m,
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["k"], 5);
+    assert_eq!(v["queries"][0]["ndcg"], 1.0);
+    assert_eq!(v["queries"][1]["ndcg"], 1.0);
+    let run_text = std::fs::read_to_string(&run).unwrap();
+    assert!(run_text.starts_with("q1 Q0 img1 1 "), "{run_text}");
+}
+
+#[test]
+fn report_only_corpus_and_empty_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = make_model(dir.path());
+    let reports = dir.path().join("reports.jsonl");
+    std::fs::write(&reports, REPORTS).unwrap();
+    let idx = dir.path().join("idx");
+    let i = idx.to_str().unwrap();
+    let o = cxr(&[
+        "index",
+        "--reports",
+        reports.to_str().unwrap(),
+        "--out",
+        i,
+        "--model",
+        model.to_str().unwrap(),
+        "--json",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["report_only"], 3);
+    assert_eq!(v["failed"], 1);
+    assert!(err.contains("r4") && err.contains("empty report"), "{err}");
+
+    // A report-only index needs no model to search.
+    let o = cxr(&[
+        "search",
+        i,
+        "--text",
+        "cardiomegaly",
+        "--model",
+        "/nonexistent",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.lines().next().unwrap().contains("r2"), "{out}");
+
+    // No result: exit status 1.
+    let o = cxr(&["search", i, "--text", "zzzz"]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn an_index_refuses_another_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = make_model(dir.path());
+    let archive = make_archive(dir.path());
+    let idx = dir.path().join("idx");
+    let i = idx.to_str().unwrap();
+    let o = cxr(&[
+        "index",
+        archive.to_str().unwrap(),
+        "--out",
+        i,
+        "--model",
+        model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+
+    let other = dir.path().join("other");
+    let vocab = dir.path().join("vocab.jsonl");
+    let o = cxr(&[
+        "model",
+        "init",
+        other.to_str().unwrap(),
+        "--preset",
+        "test",
+        "--seed",
+        "9",
+        "--vocab-from",
+        vocab.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    let o = cxr(&[
+        "search",
+        i,
+        "--text",
+        "effusion",
+        "--model",
+        other.to_str().unwrap(),
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err.contains("model"), "{err}");
+    let o = cxr(&[
+        "index",
+        archive.to_str().unwrap(),
+        "--out",
+        i,
+        "--model",
+        other.to_str().unwrap(),
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err.contains("was built by model"), "{err}");
+}
+
+#[test]
+fn nothing_indexable_exits_one_and_bad_usage_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = make_model(dir.path());
+    let junk = dir.path().join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("a.png"), b"").unwrap();
+    let idx = dir.path().join("idx");
+    let o = cxr(&[
+        "index",
+        junk.to_str().unwrap(),
+        "--out",
+        idx.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = cxr(&["index", "/no/such/folder", "--out", idx.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let (_, err) = text(&o);
+    assert!(err.contains("/no/such/folder"), "{err}");
+}
