@@ -80,6 +80,8 @@ impl HnswParams {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SearchOptions {
     /// Lower bound of the HNSW search list size; the search uses `max(ef_search, 2k)`.
+    /// Default 128: on 5k random unit vectors of dimension 64 (a hard case) recall@10 was
+    /// 0.954 at 64, 0.987 at 100 and 0.996 at 128, for about 1.5x the time of 64.
     pub ef_search: usize,
     /// With at most this many vectors, [`Index::search_vector`](crate::Index::search_vector)
     /// scans them exactly instead of walking the graph: it is as fast and never misses.
@@ -89,7 +91,7 @@ pub struct SearchOptions {
 impl Default for SearchOptions {
     fn default() -> Self {
         SearchOptions {
-            ef_search: 64,
+            ef_search: 128,
             exact_threshold: 1000,
         }
     }
