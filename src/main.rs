@@ -284,7 +284,10 @@ fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
     let mut on_failure = |path: &Path, reason: &str| {
         eprintln!("cxr: {}: {reason}", path.display());
     };
-    let mut summary = embed::run(job, &model, &mut writer, &mut on_failure)?;
+    let mut on_notice = |path: &Path, note: &str| {
+        eprintln!("cxr: {}: {note}", path.display());
+    };
+    let mut summary = embed::run(job, &model, &mut writer, &mut on_failure, &mut on_notice)?;
     summary.failed += walk_failures;
     let total = writer.len();
     if args.json {

@@ -19,20 +19,30 @@ const ONE_GREY_LEVEL: f64 = 1.0 / 255.0;
 /// Largest accepted MAD (in `[0, 1]` units) per file, and why.
 ///
 /// Lossless files decode to the very same stored values in both implementations, so what is
-/// left is float rounding and the 12-bit quantisation of the fixtures (at most 0.5/4095 per
-/// sample): 0.1 grey levels leaves room for nothing else. JPEG-LS near-lossless decoding is
-/// exactly specified (CharLS and libjpeg must agree bit for bit), so it gets the same bound.
-/// Lossy JPEG 2000 decoders may differ by a stored value or so where the wavelet
-/// reconstruction rounds differently (openjp2 is a port of OpenJPEG, which pylibjpeg-openjpeg
-/// wraps, so in practice they agree). JPEG baseline decoders legitimately differ by about one
-/// 8-bit level on a fraction of the pixels (IDCT and chroma upsampling precision are not
-/// normative), and the percentile window stretches those differences by up to 255/(hi - lo).
+/// left is float rounding and the 12-bit quantisation of the fixtures (on average 0.25/4095,
+/// i.e. 0.016/255, which is what is measured): 0.1 grey level leaves room for nothing else.
+/// JPEG-LS near-lossless decoding is exactly specified (CharLS and libjpeg must agree bit for
+/// bit), so it gets the same bound. Lossy JPEG 2000 decoders may round the inverse wavelet
+/// differently (openjp2 is a port of OpenJPEG, which pylibjpeg-openjpeg wraps, and in practice
+/// they agree exactly): 0.5 grey level.
+///
+/// JPEG baseline IDCTs are not normative: jpeg-decoder, libjpeg (pylibjpeg) and libjpeg-turbo
+/// differ by one 8-bit level on a few percent of the pixels (about 0.05 level on average).
+/// These files have no window, and their 99.5th percentile sits on the boundary between 237
+/// and 238 (33 pixels out of 1M): libjpeg lands on 238, jpeg-decoder and libjpeg-turbo on 237.
+/// That one-level move of the window rescales every grey level by up to 1/230, which measures
+/// as a MAD of 0.72/255 against the reference; 1.0 grey level bounds it and still catches any
+/// real error in the pipeline (a wrong window or a missed inversion costs tens of levels).
 fn tolerance(stem: &str) -> f64 {
     match stem {
-        "rg1-uncr" | "rg1-unci" | "rg1-j2kr" | "cr-mono1-10bit-no-preamble"
-        | "cr-modality-lut-sequence" | "rg1-jpegls-near-lossless" => 0.1 * ONE_GREY_LEVEL,
+        "rg1-uncr"
+        | "rg1-unci"
+        | "rg1-j2kr"
+        | "cr-mono1-10bit-no-preamble"
+        | "cr-modality-lut-sequence"
+        | "rg1-jpegls-near-lossless" => 0.1 * ONE_GREY_LEVEL,
         "rg1-j2ki" => 0.5 * ONE_GREY_LEVEL,
-        "siim-ptx-negative-jpeg-baseline" | "siim-fake-monochrome1" => 1.5 * ONE_GREY_LEVEL,
+        "siim-ptx-negative-jpeg-baseline" | "siim-fake-monochrome1" => 1.0 * ONE_GREY_LEVEL,
         _ => 0.5 * ONE_GREY_LEVEL,
     }
 }
@@ -116,8 +126,8 @@ fn dicom_decoding_matches_pydicom_reference() {
             "{stem}: the shared file changed; regenerate with tools/make_decode_fixtures.py"
         );
 
-        let decoded = decode(&source, &DecodeOptions::default())
-            .unwrap_or_else(|e| panic!("{stem}: {e}"));
+        let decoded =
+            decode(&source, &DecodeOptions::default()).unwrap_or_else(|e| panic!("{stem}: {e}"));
         let image = &decoded.image;
         let (width, height) = (
             field(&fixture.header, "width") as usize,

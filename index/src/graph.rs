@@ -22,6 +22,7 @@ use hnsw_rs::prelude::{AnnT, Distance, Hnsw};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IndexError, Result};
+use crate::text::Bm25Params;
 use crate::vectors::dot;
 
 /// Distance for unit-norm vectors: `1 - cosine`, clamped at 0 against rounding.
@@ -77,7 +78,7 @@ impl HnswParams {
 }
 
 /// Read-time search parameters (not stored; each reader chooses its own).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SearchOptions {
     /// Lower bound of the HNSW search list size; the search uses `max(ef_search, 2k)`.
     /// Default 128: on 5k random unit vectors of dimension 64 (a hard case) recall@10 was
@@ -86,6 +87,8 @@ pub struct SearchOptions {
     /// With at most this many vectors, [`Index::search_vector`](crate::Index::search_vector)
     /// scans them exactly instead of walking the graph: it is as fast and never misses.
     pub exact_threshold: usize,
+    /// BM25 parameters of [`Index::search_text`](crate::Index::search_text).
+    pub bm25: Bm25Params,
 }
 
 impl Default for SearchOptions {
@@ -93,6 +96,7 @@ impl Default for SearchOptions {
         SearchOptions {
             ef_search: 128,
             exact_threshold: 1000,
+            bm25: Bm25Params::default(),
         }
     }
 }

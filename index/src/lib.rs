@@ -68,6 +68,7 @@ pub use manifest::{
     OLDEST_READABLE_FORMAT_VERSION,
 };
 pub use reader::{DocRef, Hit, Index};
+pub use text::Bm25Params;
 pub use writer::{read_failures, CommitInfo, Document, Failure, IndexWriter};
 
 #[cfg(test)]

@@ -71,7 +71,9 @@ impl Index {
     }
 
     /// [`Index::open`] with explicit search options.
+    /// Fails with [`IndexError::InvalidParams`] on BM25 parameters out of range.
     pub fn open_with(dir: impl AsRef<Path>, options: SearchOptions) -> Result<Index> {
+        options.bm25.validate()?;
         let dir = dir.as_ref();
         let mut attempt = 0;
         loop {
@@ -247,14 +249,16 @@ impl Index {
         .collect()
     }
 
-    /// BM25 search over report text with English stemming, best first. The query is plain
-    /// text, never query syntax: it is split and stemmed like the reports and its terms are
-    /// OR'ed, so any input (quotes, colons, `?`, `-`, empty) is accepted; an empty or
-    /// all-punctuation query returns no hits.
+    /// BM25 search over report text with English stemming, best first (ties: lower ordinal
+    /// first), with the [`Bm25Params`](crate::Bm25Params) of [`SearchOptions::bm25`]. The
+    /// query is plain text, never query syntax: it is split and stemmed like the reports and
+    /// its terms are OR'ed (a term repeated in the query weighs once per occurrence), so any
+    /// input (quotes, colons, `?`, `-`, empty) is accepted; an empty or all-punctuation query
+    /// returns no hits.
     pub fn search_text(&self, query: &str, k: usize) -> Result<Vec<Hit>> {
         Ok(self
             .text
-            .search(query, k)?
+            .search(query, k, self.options.bm25)?
             .into_iter()
             .map(|(ord, score)| Hit { ord, score })
             .collect())

@@ -229,6 +229,14 @@ impl IndexWriter {
         self.docs.by_id.contains_key(id)
     }
 
+    /// The stored fields of the document with this id (committed or not), `None` when no
+    /// such document was added. Lets a caller tell a re-run of the same source from a
+    /// different source whose id clashes.
+    pub fn doc_fields(&self, id: &str) -> Option<&BTreeMap<String, String>> {
+        let ord = *self.docs.by_id.get(id)?;
+        self.docs.records.get(ord as usize).map(|r| &r.fields)
+    }
+
     /// Adds a document and returns its ordinal. Nothing is durable or visible to readers
     /// before [`commit`](Self::commit).
     ///

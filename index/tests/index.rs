@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use cxr_index::{
-    read_failures, Document, Index, IndexError, IndexSpec, IndexWriter, SearchOptions,
+    read_failures, Bm25Params, Document, Index, IndexError, IndexSpec, IndexWriter, SearchOptions,
 };
 
 const DIM: usize = 16;
@@ -261,6 +261,33 @@ fn duplicate_ids_are_rejected_across_commits() {
     assert!(writer.contains("same"));
     let err = writer.add(doc("same", None, None)).unwrap_err();
     assert!(matches!(err, IndexError::DuplicateId { .. }), "{err}");
+}
+
+#[test]
+fn doc_fields_finds_committed_and_pending_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = IndexWriter::create(dir.path(), spec(DIM)).unwrap();
+    writer.add(doc("committed", None, Some("a"))).unwrap();
+    writer.commit().unwrap();
+    drop(writer);
+    let mut writer = IndexWriter::open(dir.path()).unwrap();
+    let mut bare = doc("pending", None, None);
+    bare.fields.clear();
+    writer.add(bare).unwrap();
+    assert_eq!(
+        writer.doc_fields("committed").unwrap()["source"],
+        "committed.dcm"
+    );
+    assert!(writer.doc_fields("pending").unwrap().is_empty());
+    assert_eq!(writer.doc_fields("absent"), None);
+    // a rejected duplicate leaves the first document's fields in place
+    let mut clash = doc("committed", None, None);
+    clash.fields.insert("source".into(), "other.dcm".into());
+    assert!(writer.add(clash).is_err());
+    assert_eq!(
+        writer.doc_fields("committed").unwrap()["source"],
+        "committed.dcm"
+    );
 }
 
 #[test]
@@ -632,6 +659,56 @@ fn bm25_stems_and_accepts_any_user_input() {
     );
     assert!(index.search_text("effusion", 0).unwrap().is_empty());
     assert_eq!(index.search_text("effusion", 1).unwrap().len(), 1);
+}
+
+#[test]
+fn bm25_parameters_are_set_at_open_and_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = IndexWriter::create(dir.path(), spec(DIM)).unwrap();
+    let reports = [
+        ("short", "Effusion."),
+        (
+            "long",
+            "Effusion effusion effusion, with a long list of other findings here.",
+        ),
+        ("none", "Clear lungs."),
+    ];
+    for (id, text) in reports {
+        writer.add(doc(id, None, Some(text))).unwrap();
+    }
+    writer.commit().unwrap();
+    drop(writer);
+    assert_eq!(
+        SearchOptions::default().bm25,
+        Bm25Params { k1: 0.9, b: 0.4 }
+    );
+    let open = |k1: f32, b: f32| {
+        Index::open_with(
+            dir.path(),
+            SearchOptions {
+                bm25: Bm25Params { k1, b },
+                ..SearchOptions::default()
+            },
+        )
+    };
+    // k1 = 0: term frequency is ignored, both matching reports tie, the lower ordinal first.
+    let index = open(0.0, 0.4).unwrap();
+    let hits = index.search_text("effusion", 10).unwrap();
+    assert_eq!(ids(&index, &hits), ["short", "long"]);
+    assert_eq!(hits[0].score, hits[1].score);
+    // b = 0: no length normalisation, the repeated term wins.
+    let index = open(1.2, 0.0).unwrap();
+    let hits = index.search_text("effusion", 10).unwrap();
+    assert_eq!(ids(&index, &hits), ["long", "short"]);
+    // full length normalisation with little saturation: the short report wins.
+    let index = open(0.5, 1.0).unwrap();
+    let hits = index.search_text("effusion", 10).unwrap();
+    assert_eq!(ids(&index, &hits), ["short", "long"]);
+    assert!(hits[0].score > hits[1].score);
+    for (k1, b) in [(-1.0, 0.4), (f32::NAN, 0.4), (0.9, 1.01), (0.9, -0.5)] {
+        let err = open(k1, b).unwrap_err();
+        assert!(matches!(err, IndexError::InvalidParams { .. }), "{err}");
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! Decoding runs on a producer thread one batch ahead of inference, through a channel of depth
 //! one, so at most three batches of pixels exist at any time whatever the archive's size.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -62,19 +62,22 @@ struct Prepared {
 
 type Decoded = Result<Prepared, (PathBuf, String)>;
 
-/// Runs the job, calling `on_failure` with each file that could not be indexed and why.
+/// Runs the job, calling `on_failure` with each file that could not be indexed and why, and
+/// `on_notice` with files indexed in an unusual way (e.g. under a disambiguated id).
 pub fn run(
     job: IndexJob<'_>,
     model: &DualEncoder,
     writer: &mut IndexWriter,
     on_failure: &mut dyn FnMut(&Path, &str),
+    on_notice: &mut dyn FnMut(&Path, &str),
 ) -> Result<Summary, EmbedError> {
     let start = Instant::now();
     let mut summary = Summary::default();
     let total = job.files.len() as u64;
     let bar = progress_bar(job.progress, total);
     let mut since_commit = 0usize;
-    let mut seen: HashSet<String> = HashSet::new();
+    // Ids given in this run, with the file each came from.
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
     let mut matched_reports: HashSet<String> = HashSet::new();
     let batch_size = job.batch_size.max(1);
 
@@ -98,12 +101,26 @@ pub fn run(
             let mut ok = Vec::with_capacity(batch.len());
             for item in batch {
                 match item {
-                    Ok(p) if writer.contains(&p.id) => summary.skipped += 1,
-                    Ok(p) if !seen.insert(p.id.clone()) => {
-                        let reason = format!("duplicate document id {} in this run", p.id);
-                        fail(writer, on_failure, &p.path, &reason, &mut summary)?;
+                    Ok(mut p) => {
+                        match resolve_id(writer, &seen, &p) {
+                            IdResolution::Indexed => summary.skipped += 1,
+                            IdResolution::New(id) => {
+                                if id != p.id {
+                                    on_notice(
+                                    &p.path,
+                                    &format!("document id already used by another file; indexed as {id}"),
+                                );
+                                }
+                                p.id = id;
+                                seen.insert(p.id.clone(), p.rel.clone());
+                                ok.push(p);
+                            }
+                            IdResolution::Clash => {
+                                let reason = format!("document id {} is used by other files", p.id);
+                                fail(writer, on_failure, &p.path, &reason, &mut summary)?;
+                            }
+                        }
                     }
-                    Ok(p) => ok.push(p),
                     Err((path, reason)) => fail(writer, on_failure, &path, &reason, &mut summary)?,
                 }
             }
@@ -150,13 +167,8 @@ pub fn run(
                     }
                     None => {
                         let reason = "empty report: no text in the report columns";
-                        fail(
-                            writer,
-                            on_failure,
-                            Path::new(&report.key),
-                            reason,
-                            &mut summary,
-                        )?;
+                        let at = format!("{}: {}", table.source.display(), report.key);
+                        fail(writer, on_failure, Path::new(&at), reason, &mut summary)?;
                     }
                 }
             }
@@ -167,6 +179,42 @@ pub fn run(
     writer.commit()?;
     summary.seconds = start.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+enum IdResolution {
+    /// This very file is already in the index (a repeated or resumed run).
+    Indexed,
+    /// Index it under this id.
+    New(String),
+    /// Both the natural and the disambiguated id belong to other files.
+    Clash,
+}
+
+/// Chooses the id of a file. The natural id (SOPInstanceUID, or the file stem) is used unless
+/// another file already holds it: archives keep transcoded copies of one instance (same
+/// SOPInstanceUID, other transfer syntax) and PNG folders repeat file names. Such a file is
+/// indexed as `ID+RELATIVE/PATH`, so it stays findable and a re-run recognises it by its path.
+fn resolve_id(writer: &IndexWriter, seen: &HashMap<String, PathBuf>, p: &Prepared) -> IdResolution {
+    let rel = p.rel.to_string_lossy();
+    let alt = format!("{}+{}", p.id, rel.replace('\\', "/"));
+    for id in [&p.id, &alt] {
+        let holder = match writer.doc_fields(id) {
+            Some(fields) => Some(
+                fields
+                    .get("path")
+                    .map(String::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            None => seen.get(id).map(|r| r.to_string_lossy().into_owned()),
+        };
+        match holder {
+            None => return IdResolution::New(id.clone()),
+            Some(path) if path == rel => return IdResolution::Indexed,
+            Some(_) => continue,
+        }
+    }
+    IdResolution::Clash
 }
 
 fn fail(

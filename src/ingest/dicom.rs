@@ -94,7 +94,7 @@ pub fn decode(path: &Path, opts: &DecodeOptions) -> Result<DecodedFile, IngestEr
             sop_class: sop_class(&obj),
         });
     }
-    // The header read may have missed nothing, but check what is actually decoded.
+    // Again on the full object: these are the attributes the decoder will actually use.
     check_size(path, &obj, opts.max_pixels)?;
     check_pixel_module(path, &obj)?;
     let image = decode_pixels(path, &obj)?;
@@ -1091,8 +1091,9 @@ mod tests {
         ];
         let path = write_image(dir.path(), "luts.dcm", 1, 4, Some(vec![0, 1, 2, 3]), extra);
         let out = decode(&path, &DecodeOptions::default()).unwrap();
-        // stored 0,1,2,3 -> modality 10,10,20,30 -> VOI entries 0,0,255,255 of 8 bits
-        assert_eq!(out.image.pixels, vec![0.0, 0.0, 1.0, 1.0]);
+        // stored 0,1,2,3 -> modality 10,10,20,30 (0 clamps to the first entry)
+        // -> VOI entries 0,0,128,255 (30 clamps to the last) of an 8-bit table
+        assert_eq!(out.image.pixels, vec![0.0, 0.0, 128.0 / 255.0, 1.0]);
     }
 
     #[test]

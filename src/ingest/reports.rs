@@ -107,6 +107,8 @@ const META_COLUMNS: &[(&str, &str)] = &[
 /// All reports of one table, findable by key.
 #[derive(Debug, Default)]
 pub struct ReportTable {
+    /// The file the table was read from, for messages.
+    pub source: PathBuf,
     reports: Vec<Report>,
     by_key: HashMap<String, usize>,
     /// Records whose key repeats an earlier one; the first record wins.
@@ -140,7 +142,10 @@ impl ReportTable {
         records: Vec<Record>,
         columns: &TableColumns,
     ) -> Result<Self, ReportError> {
-        let mut table = ReportTable::default();
+        let mut table = ReportTable {
+            source: path.to_path_buf(),
+            ..ReportTable::default()
+        };
         let Some(first) = records.first() else {
             return Ok(table);
         };

@@ -62,8 +62,12 @@ pub fn apply_linear_window(values: &mut [f32], lo: f32, hi: f32) {
         let (lo, scale) = (f64::from(lo), 1.0 / (f64::from(hi) - f64::from(lo)));
         for v in values.iter_mut() {
             let y = (f64::from(*v) - lo) * scale;
-            // `clamp` keeps NaN; `max` first turns it into 0.
-            *v = y.max(0.0).min(1.0) as f32;
+            // `clamp` keeps NaN, which must not reach the model.
+            *v = if y.is_nan() {
+                0.0
+            } else {
+                y.clamp(0.0, 1.0) as f32
+            };
         }
     } else {
         for v in values.iter_mut() {
