@@ -387,7 +387,7 @@ fn cmd_search(args: SearchArgs) -> Result<ExitCode> {
                     .map(String::as_str)
                     .unwrap_or("-")
             };
-            let report = doc.map(|d| report_text(&d.fields)).unwrap_or_default();
+            let report = doc.map(|d| report_text(d.fields)).unwrap_or_default();
             let snip = search::snippet(&report, &query_text, 90);
             writeln!(
                 out,
@@ -459,7 +459,7 @@ fn cmd_eval(args: EvalArgs) -> Result<ExitCode> {
             .iter()
             .map(|h| eval::Ranked {
                 docid: h.id.clone(),
-                score: h.score.into(),
+                score: h.score,
             })
             .collect();
         if let Some(w) = run_out.as_mut() {
