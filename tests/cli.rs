@@ -131,6 +131,9 @@ fn index_search_eval_and_resume() {
     assert!(o.status.success(), "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["results"][0]["id"], "img3");
+    // An image query reports cosine similarity: the image itself scores 1.
+    let score = v["results"][0]["score"].as_f64().unwrap();
+    assert!((score - 1.0).abs() < 1e-3, "{score}");
     assert_eq!(v["results"][0]["fields"]["path"], "sub/img3.png");
 
     // Re-running indexes nothing twice.

@@ -117,7 +117,11 @@ impl<'a> Searcher<'a> {
         Ok(self.fuse(lists, opts.k))
     }
 
+    /// Fuses ranked lists by RRF. When only one list takes part (an image query, or a text query
+    /// on a report-only index) its own score is kept: a cosine or a BM25 score says more than
+    /// `1 / (60 + rank)`, and the order is the same.
     fn fuse(&self, lists: Vec<(Signal, Vec<cxr_index::Hit>)>, k: usize) -> Vec<Hit> {
+        let single = lists.len() == 1;
         let mut fused: std::collections::HashMap<u32, Hit> = std::collections::HashMap::new();
         for (signal, hits) in lists {
             for (i, h) in hits.iter().enumerate() {
@@ -129,7 +133,11 @@ impl<'a> Searcher<'a> {
                     vector: None,
                     text: None,
                 });
-                entry.score += 1.0 / (RRF_K + rank as f32);
+                entry.score += if single {
+                    h.score
+                } else {
+                    1.0 / (RRF_K + rank as f32)
+                };
                 match signal {
                     Signal::Vector => entry.vector = Some((rank, h.score)),
                     Signal::Text => entry.text = Some((rank, h.score)),
