@@ -6,8 +6,10 @@
 //! [`ingest`] (files to pixels, metadata and reports) -> [`model`] (pixels and text to vectors)
 //! -> [`embed`] (the batch pipeline) -> `cxr_index` (storage) -> [`search`] -> [`eval`].
 
+pub mod classify;
 pub mod embed;
 pub mod eval;
 pub mod ingest;
 pub mod model;
 pub mod search;
+pub mod train;

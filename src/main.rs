@@ -44,6 +44,98 @@ enum Command {
     /// Model folders.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Train the dual encoder contrastively (ELIXR-C / CLIP InfoNCE with MedCLIP-style
+    /// label-aware soft targets) on NIH train/ images, COVID images + notes and IU reports.
+    Train(TrainArgs),
+    /// Zero-shot classification of images by positive/negative prompt pairs (ELIXR); with
+    /// --labels, ROC AUC per finding.
+    Classify(ClassifyArgs),
+}
+
+/// `cxr train`: reads `DATA/nih1000/labels.csv` (train/ split only; valid/ is scored after every
+/// epoch, test/ never read), `DATA/covid/metadata.csv` + `DATA/covid/images/`,
+/// `DATA/iu-reports.jsonl`. Writes config.json, tokenizer.json, model.safetensors (with the learnt
+/// `logit_scale`) and train_state.json into --out after every epoch.
+#[derive(Args)]
+struct TrainArgs {
+    /// The shared data folder (holding nih1000/, covid/, iu-reports.jsonl).
+    #[arg(long, default_value = "../shared/data")]
+    data: PathBuf,
+    /// Output model folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Start from this model folder (its tokenizer and weights) instead of a fresh one.
+    #[arg(long, conflicts_with = "preset")]
+    init: Option<PathBuf>,
+    /// Size of a fresh model (random weights, WordPiece vocabulary from the IU reports, COVID
+    /// notes and the training templates).
+    #[arg(long, value_enum, default_value = "tiny64")]
+    preset: Preset,
+    /// Name recorded in the model's config and in the indexes it builds.
+    #[arg(long, default_value = "cxr-trained")]
+    name: String,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Image-text pairs per batch.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Text-only IU reports added to every batch.
+    #[arg(long, default_value_t = 32)]
+    text_per_batch: usize,
+    /// Peak learning rate (AdamW; linear warm-up, then cosine decay to 0).
+    #[arg(long, default_value_t = 5e-4)]
+    lr: f64,
+    /// AdamW weight decay (matrices only).
+    #[arg(long, default_value_t = 0.05)]
+    weight_decay: f64,
+    /// Fraction of the steps spent warming up.
+    #[arg(long, default_value_t = 0.1)]
+    warmup: f64,
+    /// Weight of an item's own pair in the soft targets (the rest follows label similarity).
+    #[arg(long, default_value_t = 0.5)]
+    alpha: f32,
+    /// Weight of the text-text label-similarity term.
+    #[arg(long, default_value_t = 0.5)]
+    text_weight: f64,
+    /// Global gradient-norm clip (0: none).
+    #[arg(long, default_value_t = 1.0)]
+    clip_norm: f64,
+    /// Seed of the fresh weights, shuffling, templates and augmentation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// No augmentation (shifts, contrast, brightness).
+    #[arg(long)]
+    no_augment: bool,
+    /// Comma-separated sources among nih, covid, iu.
+    #[arg(long, default_value = "nih,covid,iu")]
+    sources: String,
+    /// Continue the run in --out from its last completed epoch.
+    #[arg(long)]
+    resume: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct ClassifyArgs {
+    /// Image files or folders (walked recursively).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Comma-separated findings [default: Effusion,Cardiomegaly,Atelectasis,Infiltration,No
+    /// Finding]; NIH labels or vocabulary names (normal, nodule/mass, covid-19, ...).
+    #[arg(long)]
+    findings: Option<String>,
+    /// NIH-style labels CSV (`Image Index` or `path`, `Finding Labels`): print AUC per finding.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Images per inference batch.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -106,6 +198,13 @@ struct SearchArgs {
     /// Number of results.
     #[arg(short, long, default_value_t = 10)]
     k: usize,
+    /// Keep only documents whose metadata matches, e.g. `view=PA`, `sex=F`, `age=40..60`,
+    /// `date=2019-01-01..2019-12-31`, `modality=CR`, `body_part=CHEST`; repeat to combine.
+    #[arg(long = "filter", value_name = "FIELD=VALUE")]
+    filters: Vec<String>,
+    /// One hit per study.
+    #[arg(long, value_name = "study", value_parser = ["study"])]
+    group_by: Option<String>,
     #[command(flatten)]
     model: ModelArgs,
     #[arg(long)]
@@ -170,6 +269,8 @@ fn main() -> ExitCode {
             vocab_from,
             name,
         }) => cmd_model_init(&dir, preset, seed, &vocab_from, name),
+        Command::Train(args) => cmd_train(args),
+        Command::Classify(args) => cmd_classify(args),
     };
     match result {
         Ok(code) => code,
@@ -352,13 +453,15 @@ fn cmd_search(args: SearchArgs) -> Result<ExitCode> {
     let (index, model) = open_for_search(&args.index, &args.model)?;
     let searcher = Searcher::new(&index, model.as_ref())
         .with_context(|| format!("searching {}", args.index.display()))?;
-    let opts = SearchOptions::top(args.k);
+    let mut opts = SearchOptions::top(args.k);
+    opts.filter = search::Filter::parse(&args.filters)?;
+    opts.group_by_study = args.group_by.is_some();
     let started = std::time::Instant::now();
     let (hits, query_text) = match (&args.text, &args.image) {
-        (Some(text), _) => (searcher.search_text(text, opts)?, text.clone()),
+        (Some(text), _) => (searcher.search_text(text, &opts)?, text.clone()),
         (None, Some(path)) => {
             let decoded = ingest::decode_file(path, &DecodeOptions::default())?;
-            (searcher.search_image(&decoded.image, opts)?, String::new())
+            (searcher.search_image(&decoded.image, &opts)?, String::new())
         }
         (None, None) => bail!("give --text or --image"),
     };
@@ -448,11 +551,11 @@ fn cmd_eval(args: EvalArgs) -> Result<ExitCode> {
             continue;
         };
         let hits = match &q.kind {
-            eval::QueryKind::Text(text) => searcher.search_text(text, opts)?,
+            eval::QueryKind::Text(text) => searcher.search_text(text, &opts)?,
             eval::QueryKind::Image(path) => {
                 let decoded = ingest::decode_file(path, &DecodeOptions::default())
                     .with_context(|| format!("query {}", q.id))?;
-                searcher.search_image(&decoded.image, opts)?
+                searcher.search_image(&decoded.image, &opts)?
             }
         };
         let ranked: Vec<eval::Ranked> = hits
@@ -538,4 +641,187 @@ fn cmd_model_init(
         model.fingerprint()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_train(args: TrainArgs) -> Result<ExitCode> {
+    let opts = cxr_search::train::TrainOptions {
+        data: args.data,
+        out: args.out,
+        init: args.init,
+        preset: args.preset,
+        name: args.name,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        text_per_batch: args.text_per_batch,
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        warmup: args.warmup,
+        alpha: args.alpha,
+        text_weight: args.text_weight,
+        clip_norm: args.clip_norm,
+        seed: args.seed,
+        augment: !args.no_augment,
+        sources: args.sources,
+        resume: args.resume,
+        progress: !args.quiet,
+    };
+    let started = std::time::Instant::now();
+    let reports = cxr_search::train::train(&opts)?;
+    if let Some(last) = reports.last() {
+        println!(
+            "trained {} epochs into {} in {:.0}s; last epoch mean loss {:.4}, NIH valid mean \
+             zero-shot AUC {}",
+            reports.len(),
+            opts.out.display(),
+            started.elapsed().as_secs_f64(),
+            last.mean_loss,
+            last.valid_mean_auc
+                .map(|a| format!("{a:.3}"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_classify(args: ClassifyArgs) -> Result<ExitCode> {
+    use cxr_search::classify;
+    let names: Vec<String> = match &args.findings {
+        Some(f) => f
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        None => classify::DEFAULT_FINDINGS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    let prompts = classify::resolve_all(&names)?;
+    let model_dir = args
+        .model
+        .model
+        .clone()
+        .unwrap_or_else(model::default_model_dir);
+    let model = load_model(&args.model)?;
+    let scale = classify::stored_scale(&model_dir).unwrap_or(classify::MAX_SCALE);
+    let zs = classify::ZeroShot::new(&model, prompts.clone(), scale)?;
+
+    let mut files = Vec::new();
+    for item in walk::walk(&args.images) {
+        match item {
+            Ok(path) => files.push(path),
+            Err((path, reason)) => eprintln!("cxr: {}: {reason}", path.display()),
+        }
+    }
+    let mut ids = Vec::new();
+    let mut embeddings = Vec::new();
+    let mut failed = 0usize;
+    for chunk in files.chunks(args.batch_size.max(1)) {
+        let mut inputs = Vec::new();
+        for path in chunk {
+            match ingest::decode_file(path, &DecodeOptions::default()) {
+                Ok(d) => {
+                    inputs.push(model.prepare_image(&d.image));
+                    ids.push(path.clone());
+                }
+                Err(e) => {
+                    eprintln!("cxr: {}: {e}", path.display());
+                    failed += 1;
+                }
+            }
+        }
+        embeddings.extend(model.embed_inputs(&inputs)?);
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let file_name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    match &args.labels {
+        None => {
+            if !args.json {
+                write!(out, "{:<40}", "image")?;
+                for p in &prompts {
+                    write!(out, " {:>12}", p.name)?;
+                }
+                writeln!(out)?;
+            }
+            for (path, emb) in ids.iter().zip(&embeddings) {
+                let scores = zs.score(emb);
+                if args.json {
+                    let map: serde_json::Map<String, serde_json::Value> = scores
+                        .iter()
+                        .map(|s| (s.finding.clone(), serde_json::json!(s.probability)))
+                        .collect();
+                    let v = serde_json::json!({"image": path.display().to_string(), "scores": map});
+                    writeln!(out, "{v}")?;
+                } else {
+                    write!(out, "{:<40}", file_name(path))?;
+                    for s in &scores {
+                        write!(out, " {:>12.4}", s.probability)?;
+                    }
+                    writeln!(out)?;
+                }
+            }
+        }
+        Some(csv_path) => {
+            let records = cxr_search::train::data::read_nih_labels(csv_path)?;
+            let by_name: std::collections::HashMap<String, Vec<String>> = records
+                .into_iter()
+                .map(|r| (file_name(Path::new(&r.path)), r.labels))
+                .collect();
+            let mut kept_emb = Vec::new();
+            let mut kept_labels = Vec::new();
+            let mut unlabelled = 0usize;
+            for (path, emb) in ids.iter().zip(&embeddings) {
+                match by_name.get(&file_name(path)) {
+                    Some(l) => {
+                        kept_emb.push(emb.clone());
+                        kept_labels.push(l.clone());
+                    }
+                    None => unlabelled += 1,
+                }
+            }
+            if kept_emb.is_empty() {
+                bail!("{}: labels no image given", csv_path.display());
+            }
+            if unlabelled > 0 {
+                eprintln!(
+                    "cxr: {unlabelled} images have no row in {}",
+                    csv_path.display()
+                );
+            }
+            let aucs = zs.auc(&kept_emb, &kept_labels);
+            if args.json {
+                let per: serde_json::Map<String, serde_json::Value> = prompts
+                    .iter()
+                    .zip(&aucs)
+                    .map(|(p, a)| (p.name.clone(), serde_json::json!(a)))
+                    .collect();
+                let v = serde_json::json!({
+                    "images": kept_emb.len(),
+                    "scale": scale,
+                    "auc": per,
+                    "mean_auc": classify::mean_auc(&aucs),
+                });
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(
+                    out,
+                    "zero-shot ROC AUC over {} images (scale {scale:.1}):",
+                    kept_emb.len()
+                )?;
+                write!(out, "{}", classify::auc_table(&prompts, &aucs))?;
+            }
+        }
+    }
+    Ok(if embeddings.is_empty() {
+        eprintln!("cxr: no image could be classified ({failed} failed)");
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

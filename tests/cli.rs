@@ -136,6 +136,41 @@ fn index_search_eval_and_resume() {
     assert!((score - 1.0).abs() < 1e-3, "{score}");
     assert_eq!(v["results"][0]["fields"]["path"], "sub/img3.png");
 
+    // Filters apply to both lists: only the AP image remains.
+    let o = cxr(&[
+        "search",
+        i,
+        "--text",
+        "pleural effusion",
+        "--filter",
+        "view=AP",
+        "--json",
+        "--model",
+        m,
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let ids: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["img2"]);
+    let o = cxr(&[
+        "search",
+        i,
+        "--text",
+        "effusion",
+        "--filter",
+        "colour=red",
+        "--model",
+        m,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("unknown field `colour`"));
+
     // Re-running indexes nothing twice.
     let o = cxr(&[
         "index",

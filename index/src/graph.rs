@@ -14,6 +14,7 @@
 //!   `catch_unwind` and come back as [`IndexError::Corrupt`] / [`IndexError::Hnsw`].
 //! - The graph's data id of a point is the document ordinal, so hits need no mapping.
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
@@ -126,7 +127,7 @@ impl std::fmt::Debug for HnswGraph {
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<String>()
         .cloned()
@@ -207,6 +208,84 @@ impl HnswGraph {
         })
     }
 
+    /// Like [`Self::search`], among the points whose ordinal `allow` accepts; the graph walk
+    /// still passes through rejected points, so recall holds while the filter keeps many.
+    pub(crate) fn search_filtered(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        allow: &dyn Fn(u32) -> bool,
+    ) -> Vec<(usize, f32)> {
+        let filter = |id: &usize| allow(*id as u32);
+        self.with(|g| {
+            g.search_filter(query, k, ef.max(k), Some(&filter))
+                .into_iter()
+                .map(|n| (n.d_id, 1.0 - n.distance))
+                .collect()
+        })
+    }
+
+    /// A plain copy of the graph's structure (points, levels, neighbour lists), for
+    /// [`check`](crate::check). `visit` sees each point's data id and vector. Runs inside
+    /// `catch_unwind`: a graph that makes hnsw_rs panic comes back as an error message.
+    pub(crate) fn snapshot(
+        &self,
+        mut visit: impl FnMut(usize, &[f32]),
+    ) -> std::result::Result<GraphSnapshot, String> {
+        catch_unwind(AssertUnwindSafe(|| {
+            self.with(|g| {
+                let indexation = g.get_point_indexation();
+                let max_level = indexation.get_max_level_observed();
+                let mut points = Vec::with_capacity(indexation.get_nb_point());
+                let mut neighbour_ids = Vec::with_capacity(indexation.get_nb_point());
+                for layer in 0..=usize::from(max_level) {
+                    for point in indexation.get_layer_iterator(layer) {
+                        visit(point.get_origin_id(), point.get_v());
+                        let id = point.get_point_id();
+                        points.push(SnapshotPoint {
+                            data_id: point.get_origin_id(),
+                            level: id.0,
+                            rank: id.1,
+                            neighbours: Vec::new(),
+                        });
+                        neighbour_ids.push(point.get_neighborhood_id());
+                    }
+                }
+                let slot: HashMap<(u8, i32), u32> = points
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| ((p.level, p.rank), i as u32))
+                    .collect();
+                let mut dangling = 0usize;
+                for (point, layers) in points.iter_mut().zip(neighbour_ids) {
+                    point.neighbours = layers
+                        .into_iter()
+                        .map(|layer| {
+                            layer
+                                .iter()
+                                .filter_map(|n| {
+                                    let found = slot.get(&(n.p_id.0, n.p_id.1)).copied();
+                                    dangling += usize::from(found.is_none());
+                                    found
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    while point.neighbours.last().is_some_and(Vec::is_empty) {
+                        point.neighbours.pop();
+                    }
+                }
+                GraphSnapshot {
+                    points,
+                    max_level,
+                    dangling,
+                }
+            })
+        }))
+        .map_err(|payload| panic_message(&*payload))
+    }
+
     /// Dumps the graph as `dir/basename.hnsw.{graph,data}`; returns the basename hnsw_rs used.
     pub(crate) fn dump(&self, dir: &Path, basename: &str) -> Result<String> {
         let path = dir.join(basename);
@@ -225,6 +304,47 @@ impl HnswGraph {
             }),
         }
     }
+}
+
+/// The structure of an HNSW graph, copied out of hnsw_rs (see [`HnswGraph::snapshot`]).
+#[derive(Debug)]
+pub(crate) struct GraphSnapshot {
+    /// Every point, layer by layer (layer 0 first), in hnsw_rs's storage order.
+    pub points: Vec<SnapshotPoint>,
+    /// The highest level holding a point (the entry point's level).
+    pub max_level: u8,
+    /// Neighbour references naming no stored point (dropped from the lists).
+    pub dangling: usize,
+}
+
+/// One point of a [`GraphSnapshot`].
+#[derive(Debug)]
+pub(crate) struct SnapshotPoint {
+    /// The data id (document ordinal).
+    pub data_id: usize,
+    /// The highest layer the point belongs to.
+    pub level: u8,
+    /// Its position in `level`'s storage (hnsw_rs's `PointId.1`).
+    pub rank: i32,
+    /// Per layer (index = layer), its neighbours as indices into `points`.
+    pub neighbours: Vec<Vec<u32>>,
+}
+
+/// The entry point recorded at the end of an hnsw_rs 0.3 full dump's graph file: data id,
+/// level and rank in level (`usize`, `u8`, `i32`, native endian). hnsw_rs has no accessor
+/// for the entry point, and the reload keeps exactly this one. `None` if the file is short.
+pub(crate) fn dump_entry_point(graph_file: &Path) -> Option<(usize, u8, i32)> {
+    use std::io::{Read, Seek, SeekFrom};
+    const USIZE: usize = std::mem::size_of::<usize>();
+    const TRAILER: usize = USIZE + 1 + 4;
+    let mut file = std::fs::File::open(graph_file).ok()?;
+    file.seek(SeekFrom::End(-(TRAILER as i64))).ok()?;
+    let mut tail = [0u8; TRAILER];
+    file.read_exact(&mut tail).ok()?;
+    let data_id = usize::from_ne_bytes(tail[..USIZE].try_into().ok()?);
+    let level = tail[USIZE];
+    let rank = i32::from_ne_bytes(tail[USIZE + 1..].try_into().ok()?);
+    Some((data_id, level, rank))
 }
 
 #[cfg(test)]

@@ -48,7 +48,11 @@
 //! generations. A crash at any point leaves the last committed generation readable; files
 //! the manifest does not name are removed by the next writer. Documents without a vector
 //! have no row; an index without vectors has no vector or graph files.
+//!
+//! [`check`] verifies all of this (lengths and CRC-32s, record counts, unit norms, the text
+//! index's ordinals, the graph's data ids and reachability) and names what is wrong.
 
+mod check;
 mod docs;
 mod error;
 mod fsio;
@@ -60,6 +64,7 @@ mod text;
 mod vectors;
 mod writer;
 
+pub use check::{check, CheckItem, CheckReport};
 pub use error::{IndexError, Result};
 pub use graph::{HnswParams, SearchOptions};
 pub use layout::{ERRORS as ERRORS_FILE, MANIFEST as MANIFEST_FILE};

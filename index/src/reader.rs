@@ -214,6 +214,38 @@ impl Index {
         Ok(hits)
     }
 
+    /// Approximate nearest neighbours among the documents for which `allow(ord)` holds, by
+    /// the HNSW graph with the filter applied during the walk (hnsw_rs `search_filter`). For
+    /// filters that keep many documents; selective filters are better served by
+    /// [`Self::search_vector_exact_filtered`].
+    pub fn search_vector_filtered(
+        &self,
+        query: &[f32],
+        k: usize,
+        allow: &dyn Fn(u32) -> bool,
+    ) -> Result<Vec<Hit>> {
+        let q = self.normalized_query(query)?;
+        let graph = match &self.graph {
+            Some(graph) if self.vectors.rows() > self.options.exact_threshold => graph,
+            _ => return Ok(self.exact(&q, k, allow)),
+        };
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let ef = self.options.ef_search.max(2 * k);
+        let mut hits: Vec<Hit> = graph
+            .search_filtered(&q, k, ef, allow)
+            .into_iter()
+            .map(|(ord, score)| Hit {
+                ord: ord as u32,
+                score,
+            })
+            .collect();
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.ord.cmp(&b.ord)));
+        hits.truncate(k);
+        Ok(hits)
+    }
+
     /// Exact nearest neighbours: a scan of every vector. For evaluation and small indexes.
     pub fn search_vector_exact(&self, query: &[f32], k: usize) -> Result<Vec<Hit>> {
         let q = self.normalized_query(query)?;
@@ -256,9 +288,19 @@ impl Index {
     /// input (quotes, colons, `?`, `-`, empty) is accepted; an empty or all-punctuation query
     /// returns no hits.
     pub fn search_text(&self, query: &str, k: usize) -> Result<Vec<Hit>> {
+        self.search_text_filtered(query, k, &|_| true)
+    }
+
+    /// [`Self::search_text`] among the documents for which `allow(ord)` holds.
+    pub fn search_text_filtered(
+        &self,
+        query: &str,
+        k: usize,
+        allow: &dyn Fn(u32) -> bool,
+    ) -> Result<Vec<Hit>> {
         Ok(self
             .text
-            .search(query, k, self.options.bm25)?
+            .search(query, k, self.options.bm25, allow)?
             .into_iter()
             .map(|(ord, score)| Hit { ord, score })
             .collect())

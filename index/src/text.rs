@@ -116,6 +116,66 @@ fn ord_at_least(fields: Fields, from: u64) -> Box<dyn Query> {
     ))
 }
 
+/// What the text index holds, for [`check`](crate::check): read without the writer lock.
+#[derive(Debug, Default)]
+pub(crate) struct TextCensus {
+    /// Segments of the committed tantivy snapshot.
+    pub segments: usize,
+    /// Live (not deleted) documents.
+    pub live_docs: u64,
+    /// For each ordinal `< doc_count`, how many live documents carry it (saturating).
+    pub per_ord: Vec<u8>,
+    /// Live documents with `ord >= doc_count` (leftovers of an interrupted commit).
+    pub beyond: u64,
+    /// Live documents without an ordinal.
+    pub without_ord: u64,
+    /// Files tantivy's own checksums flag as damaged.
+    pub damaged_files: Vec<String>,
+}
+
+/// Opens the tantivy index in `path` read-only and counts its live documents by ordinal.
+pub(crate) fn census(path: &Path, doc_count: u64) -> Result<TextCensus> {
+    let index = open_index(path)?;
+    fields(&index, path)?; // the schema has our fields
+    let mut damaged_files: Vec<String> = index
+        .validate_checksum()
+        .map_err(IndexError::tantivy(path))?
+        .into_iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    damaged_files.sort();
+    let reader: IndexReader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()
+        .map_err(IndexError::tantivy(path))?;
+    let searcher = reader.searcher();
+    let mut census = TextCensus {
+        segments: searcher.segment_readers().len(),
+        per_ord: vec![0; doc_count as usize],
+        damaged_files,
+        ..TextCensus::default()
+    };
+    for segment in searcher.segment_readers() {
+        let ords = segment
+            .fast_fields()
+            .u64(ORD)
+            .map_err(IndexError::tantivy(path))?;
+        for doc in segment.doc_ids_alive() {
+            census.live_docs += 1;
+            match ords.first(doc) {
+                Some(ord) if ord < doc_count => {
+                    let slot = &mut census.per_ord[ord as usize];
+                    *slot = slot.saturating_add(1);
+                }
+                Some(_) => census.beyond += 1,
+                None => census.without_ord += 1,
+            }
+        }
+    }
+    Ok(census)
+}
+
 /// The writing side; holds tantivy's writer lock for as long as it lives.
 pub(crate) struct TextWriter {
     path: PathBuf,
@@ -328,12 +388,15 @@ impl TextReader {
         Ok(terms)
     }
 
-    /// BM25 top-k with `params`: (ordinal, score), best first, ties to the lower ordinal.
+    /// BM25 top-k with `params` among the documents `allow` accepts: (ordinal, score), best
+    /// first, ties to the lower ordinal. Every matching document is scored, so a filter never
+    /// loses results the way filtering a fixed-size top list would.
     pub(crate) fn search(
         &self,
         query: &str,
         k: usize,
         params: Bm25Params,
+        allow: &dyn Fn(u32) -> bool,
     ) -> Result<Vec<(u32, f32)>> {
         if k == 0 || self.docs_with_text == 0 {
             return Ok(Vec::new());
@@ -414,7 +477,7 @@ impl TextReader {
                 let ord = ords
                     .first(doc)
                     .ok_or_else(|| IndexError::corrupt(&self.path, "a text hit has no ordinal"))?;
-                if ord >= self.doc_count {
+                if ord >= self.doc_count || !allow(ord as u32) {
                     continue;
                 }
                 let candidate = Candidate {
@@ -499,7 +562,7 @@ mod tests {
         //          0.356675 * 1.9 / (1 + 0.761538)                = 0.384711
         //   doc 1: tf 1, len 5: K = 0.9 * (0.6 + 0.4 * 5 / 3.25) = 1.093846
         //          0.356675 * 1.9 / (1 + 1.093846)                = 0.323654
-        let hits = reader.search("effusions", 10, params).unwrap();
+        let hits = reader.search("effusions", 10, params, &|_| true).unwrap();
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [3, 0, 1]);
         assert_close(hits[0].1, 0.471873);
         assert_close(hits[1].1, 0.384711);
@@ -509,14 +572,20 @@ mod tests {
         // idf(pneumothorax, df 1) = ln(1 + 3.5 / 1.5) = 1.203973.
         //   doc 1: 0.693147 * 1.9 / 2.093846 + 1.203973 * 1.9 / 2.093846 = 1.721487
         //   doc 0: 0.693147 * 1.9 / 1.761538                              = 0.747630
-        let hits = reader.search("Pleural, pneumothorax?", 10, params).unwrap();
+        let hits = reader
+            .search("Pleural, pneumothorax?", 10, params, &|_| true)
+            .unwrap();
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [1, 0]);
         assert_close(hits[0].1, 1.721487);
         assert_close(hits[1].1, 0.747630);
 
         // A term repeated in the query counts once per occurrence.
-        let once = scores(&reader.search("effusion", 10, params).unwrap());
-        let twice = scores(&reader.search("effusion effusions", 10, params).unwrap());
+        let once = scores(&reader.search("effusion", 10, params, &|_| true).unwrap());
+        let twice = scores(
+            &reader
+                .search("effusion effusions", 10, params, &|_| true)
+                .unwrap(),
+        );
         assert_eq!(once.len(), twice.len());
         for (ord, score) in once {
             assert_close(twice[&ord], 2.0 * f64::from(score));
@@ -524,12 +593,24 @@ mod tests {
 
         // Terms absent from the index, empty queries and k = 0 give nothing.
         assert!(reader
-            .search("cardiomegaly", 10, params)
+            .search("cardiomegaly", 10, params, &|_| true)
             .unwrap()
             .is_empty());
-        assert!(reader.search(" ?! ", 10, params).unwrap().is_empty());
-        assert!(reader.search("effusion", 0, params).unwrap().is_empty());
-        assert_eq!(reader.search("effusion", 2, params).unwrap().len(), 2);
+        assert!(reader
+            .search(" ?! ", 10, params, &|_| true)
+            .unwrap()
+            .is_empty());
+        assert!(reader
+            .search("effusion", 0, params, &|_| true)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            reader
+                .search("effusion", 2, params, &|_| true)
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]
@@ -574,7 +655,9 @@ mod tests {
             "small left pleural effusion",
             "no pneumothorax basilar",
         ] {
-            let ours = reader.search(query, 100, Bm25Params::TANTIVY).unwrap();
+            let ours = reader
+                .search(query, 100, Bm25Params::TANTIVY, &|_| true)
+                .unwrap();
             let clauses: Vec<(Occur, Box<dyn Query>)> = reader
                 .terms(query)
                 .unwrap()
@@ -614,9 +697,11 @@ mod tests {
         }
         // The defaults rank differently from tantivy's parameters on this corpus.
         let ours = reader
-            .search("effusion", 100, Bm25Params::default())
+            .search("effusion", 100, Bm25Params::default(), &|_| true)
             .unwrap();
-        let tantivys = reader.search("effusion", 100, Bm25Params::TANTIVY).unwrap();
+        let tantivys = reader
+            .search("effusion", 100, Bm25Params::TANTIVY, &|_| true)
+            .unwrap();
         assert_ne!(ours, tantivys);
     }
 
@@ -629,18 +714,18 @@ mod tests {
         let params = Bm25Params::default();
 
         let reader = TextReader::open(&path, n).unwrap();
-        let hits = reader.search("effusion", 10, params).unwrap();
+        let hits = reader.search("effusion", 10, params, &|_| true).unwrap();
         assert_eq!(
             hits.iter().map(|h| h.0).collect::<Vec<_>>(),
             [0, 1, 2, 3, 4, 5]
         );
         assert!(hits.windows(2).all(|w| w[0].1 == w[1].1));
-        let top2 = reader.search("effusion", 2, params).unwrap();
+        let top2 = reader.search("effusion", 2, params, &|_| true).unwrap();
         assert_eq!(top2.iter().map(|h| h.0).collect::<Vec<_>>(), [0, 1]);
 
         // Leftovers of a crash (ord >= the manifest's count) are never returned...
         let reader = TextReader::open(&path, 4).unwrap();
-        let hits = reader.search("effusion", 10, params).unwrap();
+        let hits = reader.search("effusion", 10, params, &|_| true).unwrap();
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
         drop(reader);
         // ...nor once deleted (deleted documents still count in the statistics, as in Lucene).
@@ -652,7 +737,7 @@ mod tests {
             Err(IndexError::Corrupt { .. })
         ));
         let reader = TextReader::open(&path, 2).unwrap();
-        let hits = reader.search("effusion", 10, params).unwrap();
+        let hits = reader.search("effusion", 10, params, &|_| true).unwrap();
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [0, 1]);
     }
 

@@ -295,7 +295,7 @@ fn image_document(p: &Prepared, vector: Vec<f32>, report: Option<&Report>) -> Do
                 fields.insert(k.clone(), v.clone());
             }
         }
-        text = r.text();
+        text = report_text(r);
     }
     Document {
         id: p.id.clone(),
@@ -305,8 +305,17 @@ fn image_document(p: &Prepared, vector: Vec<f32>, report: Option<&Report>) -> Do
     }
 }
 
+/// What BM25 indexes for a report: its asserted (and uncertain) text, negated findings left
+/// out (see [`crate::ingest::negation`]); the full sections stay in the document's fields for
+/// display. `Some("")` for a report whose every statement is negated: it is a normal study and
+/// must stay a document. `None` only when the report has no text at all.
+fn report_text(r: &Report) -> Option<String> {
+    r.text()?;
+    Some(r.asserted_text().unwrap_or_default())
+}
+
 fn report_document(r: &Report) -> Option<Document> {
-    let text = r.text()?;
+    let text = report_text(r)?;
     let mut fields: std::collections::BTreeMap<String, String> = r.meta.clone();
     for (k, v) in &r.sections {
         if !v.trim().is_empty() {

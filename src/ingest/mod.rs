@@ -7,6 +7,7 @@
 //! model's preprocessing, not ingest's.
 
 pub mod dicom;
+pub mod negation;
 pub mod raster;
 pub mod reports;
 pub mod walk;
@@ -91,8 +92,10 @@ pub enum IngestError {
     },
     #[error("{path}: cannot decode image: {reason}")]
     Image { path: PathBuf, reason: String },
-    #[error("{path}: unsupported file type")]
+    #[error("{path}: unsupported file type (not DICOM, PNG or JPEG)")]
     UnsupportedFile { path: PathBuf },
+    #[error("{path}: empty file")]
+    Empty { path: PathBuf },
 }
 
 /// A decoded image file: pixels and what its header says.
@@ -105,10 +108,16 @@ pub struct DecodedFile {
 /// Decodes one image file, choosing the decoder from its content (DICOM is recognised by its
 /// preamble or, for files without one, by a parseable first element), not from its extension.
 pub fn decode_file(path: &Path, opts: &DecodeOptions) -> Result<DecodedFile, IngestError> {
-    let kind = walk::sniff(path).map_err(|source| IngestError::Io {
+    let io = |source| IngestError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    if std::fs::metadata(path).map_err(io)?.len() == 0 {
+        return Err(IngestError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let kind = walk::sniff(path).map_err(io)?;
     match kind {
         walk::FileKind::Dicom => dicom::decode(path, opts),
         walk::FileKind::Png | walk::FileKind::Jpeg => {

@@ -57,6 +57,20 @@ impl Report {
             .collect();
         (!parts.is_empty()).then(|| parts.join("\n\n"))
     }
+
+    /// The searchable text without negated findings (see [`super::negation`]): each non-empty
+    /// section's asserted and uncertain words, sections joined by blank lines. `None` when the
+    /// report has no text or everything in it is negated ("No acute cardiopulmonary
+    /// abnormality.").
+    pub fn asserted_text(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .sections
+            .iter()
+            .map(|(_, text)| super::negation::asserted_text(text))
+            .filter(|text| !text.is_empty())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("\n\n"))
+    }
 }
 
 /// Which columns of a table to use. `None` means: detect from the usual names.
@@ -434,6 +448,30 @@ mod tests {
         };
         let err = ReportTable::load(&p, &cols).unwrap_err();
         assert!(err.to_string().contains("`report`"), "{err}");
+    }
+
+    #[test]
+    fn asserted_text_drops_denials_per_section() {
+        let report = |findings: &str, impression: &str| Report {
+            key: "k".into(),
+            sections: vec![
+                ("findings".into(), findings.into()),
+                ("impression".into(), impression.into()),
+            ],
+            meta: BTreeMap::new(),
+        };
+        let r = report(
+            "Heart size normal. No pneumothorax.",
+            "Small left effusion. No consolidation.",
+        );
+        assert_eq!(
+            r.asserted_text().as_deref(),
+            Some("Heart size normal.\n\nSmall left effusion.")
+        );
+        let r = report("", "No acute cardiopulmonary abnormality.");
+        assert_eq!(r.asserted_text(), None);
+        assert!(r.text().is_some(), "the full text is still there");
+        assert_eq!(report("", " ").asserted_text(), None);
     }
 
     #[test]

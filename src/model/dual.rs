@@ -184,9 +184,20 @@ impl DualEncoder {
             (inputs.len(), p.channels, p.image_size, p.image_size),
             &self.device,
         )?;
-        let features = self.image_tower.forward(&pixels)?;
-        let embeddings = self.visual_projection.forward(&features)?;
+        let embeddings = self.encode_pixels(&pixels)?;
         Ok(l2_normalise(&embeddings)?.to_vec2::<f32>()?)
+    }
+
+    /// Projected, *unnormalised* image embeddings of a `(batch, channels, size, size)` tensor of
+    /// prepared pixels, as a tensor that stays on the autograd graph (for training).
+    pub fn encode_pixels(&self, pixels: &Tensor) -> candle_core::Result<Tensor> {
+        let features = self.image_tower.forward(pixels)?;
+        self.visual_projection.forward(&features)
+    }
+
+    /// The tokenizer (truncating to the text tower's positions, no padding).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
     }
 
     /// Embeds decoded images; returns one unit vector each.
@@ -200,6 +211,13 @@ impl DualEncoder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
+        let embeddings = self.encode_texts(texts)?;
+        Ok(l2_normalise(&embeddings)?.to_vec2::<f32>()?)
+    }
+
+    /// Projected, *unnormalised* text embeddings `(texts, dim)`, as a tensor that stays on the
+    /// autograd graph (for training). `texts` must not be empty.
+    pub fn encode_texts(&self, texts: &[&str]) -> Result<Tensor, ModelError> {
         let max_len = self.config.text.max_len();
         let encodings = self
             .tokenizer
@@ -223,8 +241,7 @@ impl DualEncoder {
         let ids = Tensor::from_vec(ids, (texts.len(), len), &self.device)?;
         let mask = Tensor::from_vec(mask, (texts.len(), len), &self.device)?;
         let features = self.text_tower.forward(&ids, &mask)?;
-        let embeddings = self.text_projection.forward(&features)?;
-        Ok(l2_normalise(&embeddings)?.to_vec2::<f32>()?)
+        Ok(self.text_projection.forward(&features)?)
     }
 }
 

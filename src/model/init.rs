@@ -28,6 +28,9 @@ pub enum Preset {
     /// ViT-Tiny-like image tower (4 layers, 192 wide, 224 px, patch 16) and a 3-layer BERT;
     /// about 8M parameters, 30 MB in f32.
     Small,
+    /// For 64 px archives and CPU training (`cxr train`): ViT with 4 layers, 128 wide, patch 8 at
+    /// 64 px, and a 2-layer BERT 128 wide reading up to 64 tokens; about 2M parameters.
+    Tiny64,
 }
 
 /// What `init_random` builds.
@@ -53,6 +56,7 @@ pub fn init_random(dir: &Path, opts: &InitOptions) -> Result<DualEncoder, ModelE
     let vocab_target = match opts.preset {
         Preset::Test => 500,
         Preset::Small => 6000,
+        Preset::Tiny64 => 4000,
     };
     let tokenizer = train_tokenizer(&opts.corpus, vocab_target)?;
     let vocab_size = tokenizer.get_vocab_size(true);
@@ -128,10 +132,12 @@ fn preset_config(name: &str, preset: Preset, vocab_size: usize) -> ModelConfig {
     let (image_size, patch, vit_hidden, vit_layers, vit_heads) = match preset {
         Preset::Test => (32, 8, 32, 1, 2),
         Preset::Small => (224, 16, 192, 4, 3),
+        Preset::Tiny64 => (64, 8, 128, 4, 4),
     };
     let (bert_hidden, bert_layers, bert_heads, max_len, embed_dim) = match preset {
         Preset::Test => (32, 1, 2, 64, 32),
         Preset::Small => (256, 3, 4, 128, 256),
+        Preset::Tiny64 => (128, 2, 4, 64, 128),
     };
     ModelConfig {
         name: name.to_string(),

@@ -13,7 +13,7 @@ mod preprocess;
 mod towers;
 
 pub use config::{ImageTowerConfig, ModelConfig, PreprocessConfig, ResizeMode, TextTowerConfig};
-pub use dual::{DualEncoder, ModelError};
+pub use dual::{DualEncoder, ModelError, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 pub use init::{init_random, InitOptions, Preset};
 pub use preprocess::to_model_input;
 

@@ -6,7 +6,11 @@
 //! similarities and BM25, which live on unrelated scales. Every hit keeps the rank and score it
 //! had in each list, so a result can say why it was ranked.
 
+pub mod filter;
+
 use cxr_index::Index;
+
+pub use filter::{Filter, FilterError};
 
 use crate::ingest::GreyImage;
 use crate::model::DualEncoder;
@@ -40,12 +44,16 @@ pub struct Hit {
 }
 
 /// Search parameters.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SearchOptions {
     /// Results returned.
     pub k: usize,
     /// Candidates taken from each list before fusion.
     pub candidates: usize,
+    /// Only documents whose metadata passes; applied inside each list's search, not after it.
+    pub filter: Filter,
+    /// One hit per study (the best-ranked image of it); documents without a study count alone.
+    pub group_by_study: bool,
 }
 
 impl SearchOptions {
@@ -53,9 +61,17 @@ impl SearchOptions {
         Self {
             k,
             candidates: (k * 20).max(100),
+            filter: Filter::default(),
+            group_by_study: false,
         }
     }
 }
+
+/// Below this many matching documents a filtered vector search scans them exactly instead of
+/// walking the graph: a graph search under a selective filter visits mostly rejected nodes and
+/// can miss results, a scan of a few thousand vectors takes well under a millisecond per
+/// thousand (qdrant plans filtered search the same way).
+pub const EXACT_SCAN_BELOW: usize = 5_000;
 
 /// Answers queries against one index with the model that built it.
 pub struct Searcher<'a> {
@@ -80,7 +96,9 @@ impl<'a> Searcher<'a> {
     }
 
     /// Text query: vectors (query text embedded by the text tower) fused with BM25 over reports.
-    pub fn search_text(&self, query: &str, opts: SearchOptions) -> Result<Vec<Hit>, SearchError> {
+    pub fn search_text(&self, query: &str, opts: &SearchOptions) -> Result<Vec<Hit>, SearchError> {
+        let allowed = self.allowed(&opts.filter);
+        let depth = self.depth(opts);
         let mut lists = Vec::with_capacity(2);
         if self.needs_model() {
             let model = self.model.ok_or(SearchError::NoModel)?;
@@ -88,39 +106,89 @@ impl<'a> Searcher<'a> {
             if let Some(q) = q.first() {
                 lists.push((
                     Signal::Vector,
-                    self.index.search_vector(q, opts.candidates)?,
+                    self.vector_list(q, depth, allowed.as_ref())?,
                 ));
             }
         }
-        lists.push((
-            Signal::Text,
-            self.index.search_text(query, opts.candidates)?,
-        ));
-        Ok(self.fuse(lists, opts.k))
+        let text = match &allowed {
+            None => self.index.search_text(query, depth)?,
+            Some(a) => self
+                .index
+                .search_text_filtered(query, depth, &|ord| a.allows(ord))?,
+        };
+        lists.push((Signal::Text, text));
+        Ok(self.fuse(lists, opts))
     }
 
     /// Example-image query: nearest image vectors.
     pub fn search_image(
         &self,
         image: &GreyImage,
-        opts: SearchOptions,
+        opts: &SearchOptions,
     ) -> Result<Vec<Hit>, SearchError> {
         let model = self.model.ok_or(SearchError::NoModel)?;
+        let allowed = self.allowed(&opts.filter);
         let q = model.embed_images(std::slice::from_ref(image))?;
         let mut lists = Vec::new();
         if let Some(q) = q.first() {
             lists.push((
                 Signal::Vector,
-                self.index.search_vector(q, opts.candidates)?,
+                self.vector_list(q, self.depth(opts), allowed.as_ref())?,
             ));
         }
-        Ok(self.fuse(lists, opts.k))
+        Ok(self.fuse(lists, opts))
+    }
+
+    /// Grouping by study needs deeper lists: several images of one study can fill the top.
+    fn depth(&self, opts: &SearchOptions) -> usize {
+        if opts.group_by_study {
+            opts.candidates * 4
+        } else {
+            opts.candidates
+        }
+    }
+
+    /// The documents a filter keeps, or `None` when there is no filter.
+    fn allowed(&self, filter: &Filter) -> Option<Allowed> {
+        if filter.is_empty() {
+            return None;
+        }
+        let n = self.index.len();
+        let mut keep = vec![false; n];
+        let mut count = 0;
+        for (ord, slot) in keep.iter_mut().enumerate() {
+            if let Some(doc) = self.index.doc(ord as u32) {
+                if filter.matches(doc.fields) {
+                    *slot = true;
+                    count += 1;
+                }
+            }
+        }
+        Some(Allowed { keep, count })
+    }
+
+    fn vector_list(
+        &self,
+        q: &[f32],
+        depth: usize,
+        allowed: Option<&Allowed>,
+    ) -> Result<Vec<cxr_index::Hit>, SearchError> {
+        Ok(match allowed {
+            None => self.index.search_vector(q, depth)?,
+            Some(a) if a.count < EXACT_SCAN_BELOW => {
+                self.index
+                    .search_vector_exact_filtered(q, depth, |ord| a.allows(ord))?
+            }
+            Some(a) => self
+                .index
+                .search_vector_filtered(q, depth, &|ord| a.allows(ord))?,
+        })
     }
 
     /// Fuses ranked lists by RRF. When only one list takes part (an image query, or a text query
     /// on a report-only index) its own score is kept: a cosine or a BM25 score says more than
     /// `1 / (60 + rank)`, and the order is the same.
-    fn fuse(&self, lists: Vec<(Signal, Vec<cxr_index::Hit>)>, k: usize) -> Vec<Hit> {
+    fn fuse(&self, lists: Vec<(Signal, Vec<cxr_index::Hit>)>, opts: &SearchOptions) -> Vec<Hit> {
         let single = lists.len() == 1;
         let mut fused: std::collections::HashMap<u32, Hit> = std::collections::HashMap::new();
         for (signal, hits) in lists {
@@ -153,13 +221,38 @@ impl<'a> Searcher<'a> {
                 .then_with(|| best_rank(a).cmp(&best_rank(b)))
                 .then_with(|| a.ord.cmp(&b.ord))
         });
-        hits.truncate(k);
+        if opts.group_by_study {
+            let mut studies = std::collections::HashSet::new();
+            hits.retain(|h| {
+                match self
+                    .index
+                    .doc(h.ord)
+                    .and_then(|d| d.fields.get("study_uid"))
+                {
+                    Some(study) => studies.insert(study.clone()),
+                    None => true,
+                }
+            });
+        }
+        hits.truncate(opts.k);
         for h in &mut hits {
             if let Some(doc) = self.index.doc(h.ord) {
                 h.id = doc.id.to_string();
             }
         }
         hits
+    }
+}
+
+/// The documents a filter keeps, as a bitmap over ordinals.
+struct Allowed {
+    keep: Vec<bool>,
+    count: usize,
+}
+
+impl Allowed {
+    fn allows(&self, ord: u32) -> bool {
+        self.keep.get(ord as usize).copied().unwrap_or(false)
     }
 }
 
