@@ -34,6 +34,14 @@ enum Command {
     Search(SearchArgs),
     /// Score an index on a query set with graded relevance (NDCG@k, P@k, as trec_eval).
     Eval(EvalArgs),
+    /// Verify an index: manifest, file checksums, counts, vectors, text index, HNSW graph
+    /// (every point reachable); exits 1 when something is wrong.
+    Check {
+        /// Index folder.
+        index: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what an index holds.
     Info {
         /// Index folder.
@@ -262,6 +270,7 @@ fn main() -> ExitCode {
         Command::Search(args) => cmd_search(args),
         Command::Eval(args) => cmd_eval(args),
         Command::Info { index, json } => cmd_info(&index, json),
+        Command::Check { index, json } => cmd_check(&index, json),
         Command::Model(ModelCommand::Init {
             dir,
             preset,
@@ -587,6 +596,26 @@ fn cmd_eval(args: EvalArgs) -> Result<ExitCode> {
         report.write_table(&mut out)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_check(index_dir: &Path, json: bool) -> Result<ExitCode> {
+    let report = cxr_index::check(index_dir)
+        .with_context(|| format!("checking index {}", index_dir.display()))?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{report}");
+        println!(
+            "{}: {}",
+            index_dir.display(),
+            if report.ok() { "ok" } else { "DAMAGED" }
+        );
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn cmd_info(index_dir: &Path, json: bool) -> Result<ExitCode> {

@@ -343,3 +343,45 @@ fn nothing_indexable_exits_one_and_bad_usage_two() {
     let (_, err) = text(&o);
     assert!(err.contains("/no/such/folder"), "{err}");
 }
+
+#[test]
+fn check_passes_a_good_index_and_names_the_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = make_model(dir.path());
+    let archive = make_archive(dir.path());
+    let idx = dir.path().join("idx");
+    let i = idx.to_str().unwrap();
+    let o = cxr(&[
+        "index",
+        archive.to_str().unwrap(),
+        "--out",
+        i,
+        "--model",
+        model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    let o = cxr(&["check", i]);
+    let (out, _) = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.trim_end().ends_with(": ok"), "{out}");
+
+    let vectors = std::fs::read_dir(&idx)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "f32"))
+        .expect("vector file");
+    let mut bytes = std::fs::read(&vectors).unwrap();
+    bytes[5] ^= 0x40;
+    std::fs::write(&vectors, bytes).unwrap();
+    let o = cxr(&["check", i]);
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let fail = out
+        .lines()
+        .find(|l| l.starts_with("FAIL"))
+        .expect("a failed item");
+    assert!(
+        fail.contains(vectors.file_name().unwrap().to_str().unwrap()),
+        "{fail}"
+    );
+}
