@@ -208,8 +208,16 @@ impl TextWriter {
 
     fn with_index(path: &Path, index: tantivy::Index) -> Result<TextWriter> {
         let fields = fields(&index, path)?;
-        let writer = index
+        let writer: tantivy::IndexWriter = index
             .writer(WRITER_MEMORY)
+            .map_err(IndexError::tantivy(path))?;
+        // A writer killed between writing a file and tantivy's own commit leaves that file
+        // behind; tantivy would later fail to create a file of the same name ("FileAlreadyExists",
+        // seen with delete files after SIGKILL). Files the committed meta does not reference go
+        // first.
+        writer
+            .garbage_collect_files()
+            .wait()
             .map_err(IndexError::tantivy(path))?;
         Ok(TextWriter {
             path: path.to_path_buf(),
