@@ -65,6 +65,14 @@ enum Command {
 /// `DATA/iu-reports.jsonl`. Writes config.json, tokenizer.json, model.safetensors (with the learnt
 /// `logit_scale`) and train_state.json into --out after every epoch.
 #[derive(Args)]
+#[command(
+    after_help = "Data: DATA/nih1000/labels.csv (train/ only; valid/ is scored after every \
+epoch with zero-shot AUC, test/ is never read), DATA/covid/metadata.csv + images/, \
+DATA/iu-reports.jsonl (text only). Output: config.json, tokenizer.json, model.safetensors (with \
+logit_scale) and train_state.json in --out after every epoch; --resume continues from the last \
+one (AdamW moments restart). Example: cxr train --data ../shared/data --out models/NAME \
+--epochs 6 --batch-size 32 --text-per-batch 16 --lr 1e-3 --warmup 0.05"
+)]
 struct TrainArgs {
     /// The shared data folder (holding nih1000/, covid/, iu-reports.jsonl).
     #[arg(long, default_value = "../shared/data")]
