@@ -1,45 +1,10 @@
 //! End-to-end tests of the `cxr` binary on small archives the tests make themselves.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn cxr(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cxr"))
-        .args(args)
-        .output()
-        .expect("run cxr")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-const REPORTS: &str = r#"{"id": "r1", "findings": "Small left pleural effusion.", "impression": "Effusion."}
-{"id": "r2", "findings": "Heart size is enlarged. Cardiomegaly.", "impression": ""}
-{"id": "r3", "findings": "The lungs are clear.", "impression": "Normal chest."}
-{"id": "r4", "findings": "", "impression": ""}
-"#;
-
-/// A model folder with the `test` preset, its vocabulary learnt from `REPORTS`.
-fn make_model(dir: &Path) -> PathBuf {
-    let reports = dir.join("vocab.jsonl");
-    std::fs::write(&reports, REPORTS.repeat(20)).unwrap();
-    let model = dir.join("model");
-    let o = cxr(&[
-        "model",
-        "init",
-        model.to_str().unwrap(),
-        "--preset",
-        "test",
-        "--vocab-from",
-        reports.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{:?}", text(&o));
-    model
-}
+use common::{cxr, make_model, make_model_seeded, text, REPORTS};
 
 /// Three PNG radiograph stand-ins with distinct patterns, and clutter that must be reported.
 fn make_archive(dir: &Path) -> PathBuf {
@@ -283,20 +248,7 @@ fn an_index_refuses_another_model() {
     ]);
     assert!(o.status.success());
 
-    let other = dir.path().join("other");
-    let vocab = dir.path().join("vocab.jsonl");
-    let o = cxr(&[
-        "model",
-        "init",
-        other.to_str().unwrap(),
-        "--preset",
-        "test",
-        "--seed",
-        "9",
-        "--vocab-from",
-        vocab.to_str().unwrap(),
-    ]);
-    assert!(o.status.success());
+    let other = make_model_seeded(dir.path(), "other", 9);
     let o = cxr(&[
         "search",
         i,

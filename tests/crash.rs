@@ -4,16 +4,16 @@
 //! The number of kills is 8 by default to bound the test's time; `CXR_CRASH_KILLS=50 cargo test
 //! --test crash` runs the full harness.
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const FILES: usize = 400;
+use common::{cxr_command as cxr, make_model};
 
-fn cxr() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cxr"))
-}
+const FILES: usize = 400;
 
 fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -58,19 +58,7 @@ fn killed_runs_resume_without_loss_or_duplicates() {
         .save(archive.join(format!("img{i:03}.png")))
         .unwrap();
     }
-    let vocab = dir.path().join("vocab.jsonl");
-    std::fs::write(
-        &vocab,
-        "{\"id\":\"a\",\"findings\":\"no effusion\"}\n".repeat(5),
-    )
-    .unwrap();
-    let model = dir.path().join("model");
-    let status = cxr()
-        .args(["model", "init", model.to_str().unwrap(), "--preset", "test"])
-        .args(["--vocab-from", vocab.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let model = make_model(dir.path());
     let idx = dir.path().join("idx");
     let args = [
         "index",

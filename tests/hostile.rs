@@ -1,19 +1,14 @@
 //! A corpus of malformed files: each gets a clear error line naming it, nothing panics or aborts,
 //! and the good files of the same batch are indexed.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
+use std::path::Path;
+
+use common::{cxr, make_model};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
-
-fn cxr(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cxr"))
-        .args(args)
-        .output()
-        .expect("run cxr")
-}
 
 /// A 16-bit CR of `rows` x `cols`; pixel data only when `with_pixels`.
 fn dicom(path: &Path, uid: &str, rows: u16, cols: u16, sop_class: &str, with_pixels: bool) {
@@ -154,23 +149,7 @@ fn malformed_files_are_reported_and_the_rest_is_indexed() {
         );
     }
 
-    let vocab = dir.path().join("vocab.jsonl");
-    std::fs::write(
-        &vocab,
-        "{\"id\":\"a\",\"findings\":\"no effusion\"}\n".repeat(5),
-    )
-    .unwrap();
-    let model = dir.path().join("model");
-    let o = cxr(&[
-        "model",
-        "init",
-        model.to_str().unwrap(),
-        "--preset",
-        "test",
-        "--vocab-from",
-        vocab.to_str().unwrap(),
-    ]);
-    assert!(o.status.success());
+    let model = make_model(dir.path());
     let idx = dir.path().join("idx");
     let o = cxr(&[
         "index",

@@ -1,17 +1,12 @@
 //! Patient identity never reaches the index: no name, ID, birth date or accession number of the
 //! test DICOMs appears in any file of the index folder.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::{cxr, make_model};
 use dicom_dictionary_std::tags;
-
-fn cxr(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cxr"))
-        .args(args)
-        .output()
-        .expect("run cxr")
-}
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -59,23 +54,7 @@ fn no_identifying_value_is_stored() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let vocab = dir.path().join("vocab.jsonl");
-    std::fs::write(
-        &vocab,
-        "{\"id\":\"a\",\"findings\":\"no effusion\"}\n".repeat(5),
-    )
-    .unwrap();
-    let model = dir.path().join("model");
-    let o = cxr(&[
-        "model",
-        "init",
-        model.to_str().unwrap(),
-        "--preset",
-        "test",
-        "--vocab-from",
-        vocab.to_str().unwrap(),
-    ]);
-    assert!(o.status.success());
+    let model = make_model(dir.path());
     let idx = dir.path().join("idx");
     let o = cxr(&[
         "index",
