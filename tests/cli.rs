@@ -154,6 +154,25 @@ fn index_search_eval_and_resume() {
     assert_eq!(summary["skipped"], 3);
     assert_eq!(summary["documents"], 3);
 
+    // A re-run recognises indexed files by path without decoding them again: an indexed file
+    // overwritten with garbage is skipped, not reported.
+    std::fs::write(archive.join("img1.png"), b"garbage").unwrap();
+    let o = cxr(&[
+        "index",
+        a,
+        "--reports",
+        r,
+        "--out",
+        i,
+        "--model",
+        m,
+        "--json",
+    ]);
+    let (out, err) = text(&o);
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["skipped"], 3, "{err}");
+    assert!(!err.contains("img1.png"), "{err}");
+
     // Evaluation with a run file.
     let queries = dir.path().join("q.jsonl");
     std::fs::write(

@@ -237,6 +237,11 @@ impl IndexWriter {
         self.docs.records.get(ord as usize).map(|r| &r.fields)
     }
 
+    /// The stored fields of every document added (committed or not), in ordinal order.
+    pub fn fields(&self) -> impl Iterator<Item = &BTreeMap<String, String>> {
+        self.docs.records.iter().map(|r| &r.fields)
+    }
+
     /// Adds a document and returns its ordinal. Nothing is durable or visible to readers
     /// before [`commit`](Self::commit).
     ///

@@ -60,7 +60,8 @@ struct Prepared {
     input: Vec<f32>,
 }
 
-type Decoded = Result<Prepared, (PathBuf, String)>;
+/// A prepared file, `None` for a file already indexed, or the file and why it failed.
+type Decoded = Result<Option<Prepared>, (PathBuf, String)>;
 
 /// Runs the job, calling `on_failure` with each file that could not be indexed and why, and
 /// `on_notice` with files indexed in an unusual way (e.g. under a disambiguated id).
@@ -81,6 +82,14 @@ pub fn run(
     let mut matched_reports: HashSet<String> = HashSet::new();
     let batch_size = job.batch_size.max(1);
 
+    // Files already in the index (by path relative to their root) are skipped before any
+    // decoding, so a resumed run over a large archive costs a walk, not a re-decode.
+    let indexed: HashSet<String> = writer
+        .fields()
+        .filter_map(|f| f.get("path").cloned())
+        .collect();
+    let indexed = &indexed;
+
     std::thread::scope(|scope| -> Result<(), EmbedError> {
         let (tx, rx) = mpsc::sync_channel::<Vec<Decoded>>(1);
         let files = &job.files;
@@ -89,7 +98,13 @@ pub fn run(
             for chunk in files.chunks(batch_size) {
                 let batch: Vec<Decoded> = chunk
                     .par_iter()
-                    .map(|(path, root)| prepare(path, root, decode, model))
+                    .map(|(path, root)| {
+                        if indexed.contains(rel_path(path, root).to_string_lossy().as_ref()) {
+                            Ok(None)
+                        } else {
+                            prepare(path, root, decode, model).map(Some)
+                        }
+                    })
                     .collect();
                 if tx.send(batch).is_err() {
                     break; // the consumer stopped on an error
@@ -101,7 +116,8 @@ pub fn run(
             let mut ok = Vec::with_capacity(batch.len());
             for item in batch {
                 match item {
-                    Ok(mut p) => {
+                    Ok(None) => summary.skipped += 1,
+                    Ok(Some(mut p)) => {
                         match resolve_id(writer, &seen, &p) {
                             IdResolution::Indexed => summary.skipped += 1,
                             IdResolution::New(id) => {
@@ -230,14 +246,23 @@ fn fail(
     Ok(())
 }
 
-fn prepare(path: &Path, root: &Path, opts: &DecodeOptions, model: &DualEncoder) -> Decoded {
-    let decoded = ingest::decode_file(path, opts).map_err(|e| (path.to_path_buf(), reason(&e)))?;
-    let rel = path
-        .strip_prefix(root)
+/// The path stored in the index: relative to the input it was found under.
+fn rel_path(path: &Path, root: &Path) -> PathBuf {
+    path.strip_prefix(root)
         .ok()
         .filter(|r| !r.as_os_str().is_empty())
         .unwrap_or(path)
-        .to_path_buf();
+        .to_path_buf()
+}
+
+fn prepare(
+    path: &Path,
+    root: &Path,
+    opts: &DecodeOptions,
+    model: &DualEncoder,
+) -> Result<Prepared, (PathBuf, String)> {
+    let decoded = ingest::decode_file(path, opts).map_err(|e| (path.to_path_buf(), reason(&e)))?;
+    let rel = rel_path(path, root);
     let id = match &decoded.meta.sop_instance_uid {
         Some(uid) => uid.clone(),
         None => path
