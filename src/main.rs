@@ -292,9 +292,15 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("cxr: error: {err}");
+            let mut shown = err.to_string();
+            eprintln!("cxr: error: {shown}");
+            // Library errors often quote their source already; print each cause once.
             for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                let cause = cause.to_string();
+                if !shown.contains(&cause) {
+                    eprintln!("  caused by: {cause}");
+                    shown.push_str(&cause);
+                }
             }
             ExitCode::from(2)
         }
