@@ -218,6 +218,13 @@ impl DualEncoder {
     /// Projected, *unnormalised* text embeddings `(texts, dim)`, as a tensor that stays on the
     /// autograd graph (for training). `texts` must not be empty.
     pub fn encode_texts(&self, texts: &[&str]) -> Result<Tensor, ModelError> {
+        let (ids, mask) = self.tokenize(texts)?;
+        let features = self.text_tower.forward(&ids, &mask)?;
+        Ok(self.text_projection.forward(&features)?)
+    }
+
+    /// Token ids and attention mask, both `(texts, longest)` u32, padded with 0 after each text.
+    pub fn tokenize(&self, texts: &[&str]) -> Result<(Tensor, Tensor), ModelError> {
         let max_len = self.config.text.max_len();
         let encodings = self
             .tokenizer
@@ -238,10 +245,10 @@ impl DualEncoder {
             ids.extend(std::iter::repeat_n(0u32, len - n));
             mask.extend(std::iter::repeat_n(0u32, len - n));
         }
-        let ids = Tensor::from_vec(ids, (texts.len(), len), &self.device)?;
-        let mask = Tensor::from_vec(mask, (texts.len(), len), &self.device)?;
-        let features = self.text_tower.forward(&ids, &mask)?;
-        Ok(self.text_projection.forward(&features)?)
+        Ok((
+            Tensor::from_vec(ids, (texts.len(), len), &self.device)?,
+            Tensor::from_vec(mask, (texts.len(), len), &self.device)?,
+        ))
     }
 }
 

@@ -203,7 +203,8 @@ impl Trainer {
             device,
         )?;
         let images = self.towers.images(&pixels)?;
-        let (ids, mask) = self.tokenize(&batch.texts)?;
+        let texts: Vec<&str> = batch.texts.iter().map(String::as_str).collect();
+        let (ids, mask) = self.model.tokenize(&texts)?;
         let texts = self.towers.texts(&ids, &mask)?;
         let targets = loss::soft_targets(&batch.image_items, &batch.labels, alpha);
         let scale = self.logit_scale.as_tensor().exp()?;
@@ -214,36 +215,6 @@ impl Trainer {
             &targets,
             text_weight,
         )?)
-    }
-
-    /// Token ids and attention mask `(texts, longest)`, padded with 0, as `embed_texts` builds.
-    fn tokenize(&self, texts: &[String]) -> Result<(Tensor, Tensor)> {
-        let max_len = self.config.text.max_len();
-        let encodings = self
-            .model
-            .tokenizer()
-            .encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), true)
-            .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
-        let len = encodings
-            .iter()
-            .map(|e| e.get_ids().len().min(max_len))
-            .max()
-            .unwrap_or(1)
-            .max(1);
-        let mut ids = Vec::with_capacity(texts.len() * len);
-        let mut mask = Vec::with_capacity(texts.len() * len);
-        for e in &encodings {
-            let n = e.get_ids().len().min(len);
-            ids.extend_from_slice(&e.get_ids()[..n]);
-            mask.extend(std::iter::repeat_n(1u32, n));
-            ids.extend(std::iter::repeat_n(0u32, len - n));
-            mask.extend(std::iter::repeat_n(0u32, len - n));
-        }
-        let device = self.model.device();
-        Ok((
-            Tensor::from_vec(ids, (texts.len(), len), device)?,
-            Tensor::from_vec(mask, (texts.len(), len), device)?,
-        ))
     }
 
     /// One AdamW step on a batch.
@@ -705,12 +676,12 @@ mod tests {
             .map(<[f32]>::to_vec)
             .collect();
         let theirs = trainer.model().embed_inputs(&inputs).unwrap();
-        let (ids, mask) = trainer.tokenize(&batch.texts).unwrap();
+        let texts: Vec<&str> = batch.texts.iter().map(String::as_str).collect();
+        let (ids, mask) = trainer.model().tokenize(&texts).unwrap();
         let ours_t = loss::l2_normalise(&trainer.towers.texts(&ids, &mask).unwrap())
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();
-        let texts: Vec<&str> = batch.texts.iter().map(String::as_str).collect();
         let theirs_t = trainer.model().embed_texts(&texts).unwrap();
         for (a, b) in ours.iter().zip(&theirs).chain(ours_t.iter().zip(&theirs_t)) {
             let diff: f32 = a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum();
