@@ -192,26 +192,7 @@ impl Index {
     /// best first. With at most [`SearchOptions::exact_threshold`] vectors this is an exact
     /// scan; above it the HNSW graph is searched with `ef = max(ef_search, 2k)`.
     pub fn search_vector(&self, query: &[f32], k: usize) -> Result<Vec<Hit>> {
-        let q = self.normalized_query(query)?;
-        let graph = match &self.graph {
-            Some(graph) if self.vectors.rows() > self.options.exact_threshold => graph,
-            _ => return Ok(self.exact(&q, k, |_| true)),
-        };
-        if k == 0 {
-            return Ok(Vec::new());
-        }
-        let ef = self.options.ef_search.max(2 * k);
-        let mut hits: Vec<Hit> = graph
-            .search(&q, k, ef)
-            .into_iter()
-            .map(|(ord, score)| Hit {
-                ord: ord as u32,
-                score,
-            })
-            .collect();
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.ord.cmp(&b.ord)));
-        hits.truncate(k);
-        Ok(hits)
+        self.graph_search(query, k, None)
     }
 
     /// Approximate nearest neighbours among the documents for which `allow(ord)` holds, by
@@ -224,17 +205,30 @@ impl Index {
         k: usize,
         allow: &dyn Fn(u32) -> bool,
     ) -> Result<Vec<Hit>> {
+        self.graph_search(query, k, Some(allow))
+    }
+
+    fn graph_search(
+        &self,
+        query: &[f32],
+        k: usize,
+        allow: Option<&dyn Fn(u32) -> bool>,
+    ) -> Result<Vec<Hit>> {
         let q = self.normalized_query(query)?;
+        let allows = |ord: u32| allow.is_none_or(|a| a(ord));
         let graph = match &self.graph {
             Some(graph) if self.vectors.rows() > self.options.exact_threshold => graph,
-            _ => return Ok(self.exact(&q, k, allow)),
+            _ => return Ok(self.exact(&q, k, allows)),
         };
         if k == 0 {
             return Ok(Vec::new());
         }
         let ef = self.options.ef_search.max(2 * k);
-        let mut hits: Vec<Hit> = graph
-            .search_filtered(&q, k, ef, allow)
+        let found = match allow {
+            None => graph.search(&q, k, ef),
+            Some(a) => graph.search_filtered(&q, k, ef, a),
+        };
+        let mut hits: Vec<Hit> = found
             .into_iter()
             .map(|(ord, score)| Hit {
                 ord: ord as u32,
