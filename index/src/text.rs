@@ -133,6 +133,16 @@ pub(crate) struct TextCensus {
     pub damaged_files: Vec<String>,
 }
 
+/// A reader that sees the commit current when it opens and never reloads: the manifest, not
+/// tantivy, decides what is committed.
+fn manual_reader(index: &tantivy::Index, path: &Path) -> Result<IndexReader> {
+    index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()
+        .map_err(IndexError::tantivy(path))
+}
+
 /// Opens the tantivy index in `path` read-only and counts its live documents by ordinal.
 pub(crate) fn census(path: &Path, doc_count: u64) -> Result<TextCensus> {
     let index = open_index(path)?;
@@ -144,11 +154,7 @@ pub(crate) fn census(path: &Path, doc_count: u64) -> Result<TextCensus> {
         .map(|p| p.display().to_string())
         .collect();
     damaged_files.sort();
-    let reader: IndexReader = index
-        .reader_builder()
-        .reload_policy(ReloadPolicy::Manual)
-        .try_into()
-        .map_err(IndexError::tantivy(path))?;
+    let reader = manual_reader(&index, path)?;
     let searcher = reader.searcher();
     let mut census = TextCensus {
         segments: searcher.segment_readers().len(),
@@ -338,11 +344,7 @@ impl TextReader {
     pub(crate) fn open(path: &Path, doc_count: u64) -> Result<TextReader> {
         let index = open_index(path)?;
         let fields = fields(&index, path)?;
-        let reader: IndexReader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()
-            .map_err(IndexError::tantivy(path))?;
+        let reader = manual_reader(&index, path)?;
         let searcher = reader.searcher();
         let num_docs = searcher.num_docs();
         if num_docs < doc_count {
