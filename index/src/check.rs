@@ -188,16 +188,17 @@ pub fn check(dir: impl AsRef<Path>) -> Result<CheckReport> {
         check_files(dir, &manifest, &mut bad_files)
     }));
     let mut rows: Option<Vec<u32>> = None;
+    let mut deleted: HashSet<u32> = HashSet::new();
     report.items.push(guarded(CheckItem::DOCS, || {
-        check_docs(dir, &manifest, &mut rows)
+        check_docs(dir, &manifest, &mut rows, &mut deleted)
     }));
     let mut vectors: Option<Vec<f32>> = None;
     report.items.push(guarded(CheckItem::VECTORS, || {
         check_vectors(dir, &manifest, rows.as_deref(), &mut vectors)
     }));
-    report
-        .items
-        .push(guarded(CheckItem::TEXT, || check_text(dir, &manifest)));
+    report.items.push(guarded(CheckItem::TEXT, || {
+        check_text(dir, &manifest, &deleted)
+    }));
     report.items.push(guarded(CheckItem::HNSW, || {
         check_hnsw(
             dir,
@@ -240,11 +241,12 @@ fn describe_manifest(m: &Manifest) -> CheckItem {
     CheckItem::pass(
         CheckItem::MANIFEST,
         format!(
-            "format version {}, generation {}, {} documents, {} vectors of dimension {}, \
-             model `{}` ({}), HNSW M={} ef_construction={}",
+            "format version {}, generation {}, {} documents ({} deleted), {} vectors of \
+             dimension {}, model `{}` ({}), HNSW M={} ef_construction={}",
             m.format_version,
             m.generation,
-            m.doc_count,
+            m.doc_count - m.deleted_count.min(m.doc_count),
+            m.deleted_count,
             m.vector_count,
             m.spec.dim,
             m.spec.model_name,
@@ -342,8 +344,14 @@ fn check_files(dir: &Path, manifest: &Manifest, bad: &mut BTreeMap<String, Strin
     CheckItem::from_faults(CheckItem::FILES, faults, info)
 }
 
-/// Checks the docs file; on success `rows_out` gets the row -> ordinal map.
-fn check_docs(dir: &Path, manifest: &Manifest, rows_out: &mut Option<Vec<u32>>) -> CheckItem {
+/// Checks the docs file; on success `rows_out` gets the row -> ordinal map. `deleted` gets
+/// the ordinals of tombstones.
+fn check_docs(
+    dir: &Path,
+    manifest: &Manifest,
+    rows_out: &mut Option<Vec<u32>>,
+    deleted: &mut HashSet<u32>,
+) -> CheckItem {
     let Some(entry) = &manifest.files.docs else {
         *rows_out = Some(Vec::new());
         return CheckItem::pass(CheckItem::DOCS, "no documents");
@@ -359,6 +367,8 @@ fn check_docs(dir: &Path, manifest: &Manifest, rows_out: &mut Option<Vec<u32>>) 
     let mut ids: HashSet<String> = HashSet::new();
     let mut duplicates: Vec<String> = Vec::new();
     let mut empty_ids = 0usize;
+    let mut tombstones = 0u64;
+    let mut kept_by_tombstones = 0u64;
     // ordinal of each row, in the order rows appear
     let mut row_ords: Vec<(u32, u32)> = Vec::new();
     let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
@@ -374,14 +384,22 @@ fn check_docs(dir: &Path, manifest: &Manifest, rows_out: &mut Option<Vec<u32>>) 
             records += 1;
             match serde_json::from_slice::<DocRecord>(line) {
                 Ok(record) => {
-                    if record.id.is_empty() {
-                        empty_ids += 1;
-                    }
                     if let Some(row) = record.row {
                         row_ords.push((row, ord));
                     }
-                    if !ids.insert(record.id.clone()) {
-                        duplicates.push(record.id);
+                    if record.deleted {
+                        tombstones += 1;
+                        deleted.insert(ord);
+                        if !record.id.is_empty() || !record.fields.is_empty() {
+                            kept_by_tombstones += 1;
+                        }
+                    } else {
+                        if record.id.is_empty() {
+                            empty_ids += 1;
+                        }
+                        if !ids.insert(record.id.clone()) {
+                            duplicates.push(record.id);
+                        }
                     }
                 }
                 Err(e) => parse_errors.push(format!("line {}: {e}", line_no + 1)),
@@ -392,6 +410,17 @@ fn check_docs(dir: &Path, manifest: &Manifest, rows_out: &mut Option<Vec<u32>>) 
         faults.push(format!(
             "`{}` holds {records} records, the manifest says {}",
             entry.name, manifest.doc_count
+        ));
+    }
+    if tombstones != manifest.deleted_count {
+        faults.push(format!(
+            "`{}` holds {tombstones} tombstones of deleted documents, the manifest says {}",
+            entry.name, manifest.deleted_count
+        ));
+    }
+    if kept_by_tombstones > 0 {
+        faults.push(format!(
+            "{kept_by_tombstones} tombstones still hold an id or fields of the deleted document"
         ));
     }
     if !parse_errors.is_empty() {
@@ -463,7 +492,8 @@ fn check_docs(dir: &Path, manifest: &Manifest, rows_out: &mut Option<Vec<u32>>) 
         CheckItem::DOCS,
         faults,
         format!(
-            "{records} records with unique ids; {} vector rows 0..{vector_count}, each once",
+            "{records} records ({tombstones} deleted) with unique ids; {} vector rows \
+             0..{vector_count}, each once",
             row_ords.len()
         ),
     )
@@ -550,7 +580,7 @@ fn check_vectors(
     )
 }
 
-fn check_text(dir: &Path, manifest: &Manifest) -> CheckItem {
+fn check_text(dir: &Path, manifest: &Manifest, deleted: &HashSet<u32>) -> CheckItem {
     let path = dir.join(&manifest.files.text_dir);
     let census = match text::census(&path, manifest.doc_count) {
         Ok(census) => census,
@@ -564,18 +594,24 @@ fn check_text(dir: &Path, manifest: &Manifest) -> CheckItem {
             list(&census.damaged_files)
         ));
     }
+    let is_deleted = |ord: usize| deleted.contains(&(ord as u32));
+    // A live document must be there exactly once; a deleted one at most once (tantivy learns of
+    // a deletion after the manifest, see the writer).
     let missing: Vec<usize> = (0..census.per_ord.len())
-        .filter(|&ord| census.per_ord[ord] == 0)
+        .filter(|&ord| census.per_ord[ord] == 0 && !is_deleted(ord))
         .collect();
     let repeated: Vec<usize> = (0..census.per_ord.len())
         .filter(|&ord| census.per_ord[ord] > 1)
         .collect();
-    let committed = census.live_docs - census.beyond - census.without_ord;
-    if committed != manifest.doc_count || !missing.is_empty() {
+    let unpurged = (0..census.per_ord.len())
+        .filter(|&ord| census.per_ord[ord] == 1 && is_deleted(ord))
+        .count() as u64;
+    let live = manifest.doc_count - manifest.deleted_count;
+    let committed = census.live_docs - census.beyond - census.without_ord - unpurged;
+    if committed != live || !missing.is_empty() {
         faults.push(format!(
-            "the text index holds {committed} live documents with ord < {}, the manifest says {}; \
+            "the text index holds {committed} live documents with ord < {}, the manifest says {live}; \
              {} ordinals missing ({})",
-            manifest.doc_count,
             manifest.doc_count,
             missing.len(),
             list(&missing)
@@ -595,9 +631,15 @@ fn check_text(dir: &Path, manifest: &Manifest) -> CheckItem {
         ));
     }
     let mut info = format!(
-        "{} documents in {} segments, each ordinal once",
-        manifest.doc_count, census.segments
+        "{live} documents in {} segments, each ordinal once",
+        census.segments
     );
+    if unpurged > 0 {
+        info.push_str(&format!(
+            "; {unpurged} deleted documents not yet dropped by tantivy (readers skip them, the \
+             next writer drops them)"
+        ));
+    }
     if census.beyond > 0 {
         info.push_str(&format!(
             "; warning: {} documents with ord >= {} (left by an interrupted commit; readers \

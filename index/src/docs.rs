@@ -5,6 +5,11 @@
 //!
 //! JSON lines keep the file readable with standard tools; the whole file is read in one call
 //! and parsed line by line, which for 10k documents takes milliseconds.
+//!
+//! A deleted document leaves a tombstone line (`{"id":"","deleted":true}`, keeping its vector
+//! row until [`compact`](crate::IndexWriter::compact)) so that ordinals never move: the tantivy
+//! index and the graph refer to documents by ordinal, and renumbering them would mean
+//! rebuilding the text index, whose text is not stored. Tombstones keep no id and no fields.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -24,13 +29,32 @@ pub(crate) struct DocRecord {
     pub fields: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row: Option<u32>,
+    /// A tombstone: the document was deleted (its id and fields are gone).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+impl DocRecord {
+    /// The record a deleted document leaves behind: no id, no fields, its vector row kept
+    /// until compaction removes it.
+    pub(crate) fn tombstone(row: Option<u32>) -> DocRecord {
+        DocRecord {
+            id: String::new(),
+            fields: BTreeMap::new(),
+            row,
+            deleted: true,
+        }
+    }
 }
 
 /// All records of a generation with the lookups built from them.
 #[derive(Debug, Default)]
 pub(crate) struct DocTable {
     pub records: Vec<DocRecord>,
+    /// Live documents only.
     pub by_id: HashMap<String, u32>,
+    /// Number of tombstones among `records`.
+    pub deleted: usize,
     /// Vector row -> document ordinal.
     pub row_to_ord: Vec<u32>,
 }
@@ -42,11 +66,38 @@ impl DocTable {
         if record.row.is_some() {
             self.row_to_ord.push(ord);
         }
-        self.by_id.insert(record.id.clone(), ord);
+        if record.deleted {
+            self.deleted += 1;
+        } else {
+            self.by_id.insert(record.id.clone(), ord);
+        }
         self.records.push(record);
         ord
     }
 
+    /// Turns the live document `ord` into a tombstone; returns false if it was not live.
+    pub(crate) fn delete(&mut self, ord: u32) -> bool {
+        let Some(record) = self.records.get_mut(ord as usize) else {
+            return false;
+        };
+        if record.deleted {
+            return false;
+        }
+        self.by_id.remove(&record.id);
+        *record = DocRecord::tombstone(record.row);
+        self.deleted += 1;
+        true
+    }
+
+    /// True when `ord` is a live document.
+    pub(crate) fn is_live(&self, ord: u32) -> bool {
+        self.records.get(ord as usize).is_some_and(|r| !r.deleted)
+    }
+
+    /// Number of live documents.
+    pub(crate) fn live(&self) -> usize {
+        self.records.len() - self.deleted
+    }
     /// Writes all records as generation file `name`.
     pub(crate) fn write(&self, dir: &Path, name: &str) -> Result<FileEntry> {
         fsio::write_synced(dir, name, |out: &mut dyn Write| {
@@ -68,6 +119,7 @@ impl DocTable {
         let mut table = DocTable {
             records: Vec::with_capacity(manifest.doc_count as usize),
             by_id: HashMap::with_capacity(manifest.doc_count as usize),
+            deleted: 0,
             row_to_ord: Vec::with_capacity(manifest.vector_count as usize),
         };
         for (line_no, line) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -88,7 +140,13 @@ impl DocTable {
                     ));
                 }
             }
-            if table.by_id.contains_key(&record.id) {
+            if record.deleted && (!record.id.is_empty() || !record.fields.is_empty()) {
+                return Err(IndexError::corrupt(
+                    &path,
+                    format!("line {}: a tombstone keeps an id or fields", line_no + 1),
+                ));
+            }
+            if !record.deleted && table.by_id.contains_key(&record.id) {
                 return Err(IndexError::corrupt(
                     &path,
                     format!("line {}: duplicate id `{}`", line_no + 1, record.id),
@@ -98,14 +156,17 @@ impl DocTable {
         }
         if table.records.len() as u64 != manifest.doc_count
             || table.row_to_ord.len() as u64 != manifest.vector_count
+            || table.deleted as u64 != manifest.deleted_count
         {
             return Err(IndexError::corrupt(
                 &path,
                 format!(
-                    "holds {} documents with {} vectors, the manifest says {} and {}",
+                    "holds {} records ({} deleted) with {} vectors, the manifest says {} ({}) and {}",
                     table.records.len(),
+                    table.deleted,
                     table.row_to_ord.len(),
                     manifest.doc_count,
+                    manifest.deleted_count,
                     manifest.vector_count
                 ),
             ));

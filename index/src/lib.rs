@@ -27,14 +27,17 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # On-disk layout (format version 1)
+//! # On-disk layout (format version 2)
 //!
 //! ```text
 //! manifest.json          the commit point (JSON): format_version, generation, spec (dim,
 //!                        model_fingerprint, model_name), hnsw parameters, doc_count,
-//!                        vector_count, the current files with length and CRC-32, times
+//!                        deleted_count, vector_count, the current files with length and
+//!                        CRC-32, times
 //! docs-<gen>.jsonl       one JSON object per document in ordinal order:
-//!                        {"id", "fields" (omitted if empty), "row" (omitted if no vector)}
+//!                        {"id", "fields" (omitted if empty), "row" (omitted if no vector)};
+//!                        a deleted document leaves {"id":"","deleted":true} (+ "row" until
+//!                        compaction), so ordinals never change
 //! vectors-<gen>.f32      vector_count rows of dim little-endian f32, unit L2 norm, no header
 //! hnsw-<gen>.hnsw.graph  hnsw_rs dump of the graph (data id = document ordinal)
 //! hnsw-<gen>.hnsw.data   hnsw_rs's copy of the vectors
@@ -48,6 +51,10 @@
 //! generations. A crash at any point leaves the last committed generation readable; files
 //! the manifest does not name are removed by the next writer. Documents without a vector
 //! have no row; an index without vectors has no vector or graph files.
+//!
+//! [`IndexWriter::delete`] hides a document from every search at the next commit;
+//! [`IndexWriter::compact`] then rewrites the vectors and graph without it and merges the text
+//! index's segments. Format version 1 (no deletions) is read as is.
 //!
 //! [`check`] verifies all of this (lengths and CRC-32s, record counts, unit norms, the text
 //! index's ordinals, the graph's data ids and reachability) and names what is wrong.
@@ -74,7 +81,7 @@ pub use manifest::{
 };
 pub use reader::{DocRef, Hit, Index};
 pub use text::Bm25Params;
-pub use writer::{read_failures, CommitInfo, Document, Failure, IndexWriter};
+pub use writer::{read_failures, CommitInfo, CompactInfo, Document, Failure, IndexWriter};
 
 #[cfg(test)]
 mod tests {

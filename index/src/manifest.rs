@@ -16,7 +16,11 @@ use crate::graph::HnswParams;
 use crate::layout;
 
 /// The format version this build writes.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// Version 2 added deletion: tombstone records in the docs file and `deleted_count`. A version 1
+/// folder is a version 2 folder without deletions, so it is read as is and upgraded in place by
+/// the next commit.
+pub const FORMAT_VERSION: u32 = 2;
 /// The oldest format version this build can still read.
 pub const OLDEST_READABLE_FORMAT_VERSION: u32 = 1;
 
@@ -97,8 +101,13 @@ pub struct Manifest {
     /// HNSW construction parameters the graph was built with.
     #[serde(default)]
     pub hnsw: HnswParams,
-    /// Number of documents (ordinals are `0..doc_count`).
+    /// Number of document records, tombstones of deleted documents included (ordinals are
+    /// `0..doc_count`).
     pub doc_count: u64,
+    /// Number of those records that are tombstones; live documents are
+    /// `doc_count - deleted_count`.
+    #[serde(default)]
+    pub deleted_count: u64,
     /// Number of documents with a vector (rows of the vector file).
     pub vector_count: u64,
     /// The current generation's files.
@@ -122,6 +131,7 @@ impl Manifest {
             spec,
             hnsw,
             doc_count: 0,
+            deleted_count: 0,
             vector_count: 0,
             files: DataFiles::default(),
             created: now.clone(),
@@ -190,6 +200,15 @@ impl Manifest {
             return bad(format!(
                 "vector_count {} exceeds doc_count {}",
                 self.vector_count, self.doc_count
+            ));
+        }
+        if self.deleted_count > self.doc_count {
+            return Err(IndexError::corrupt(
+                path,
+                format!(
+                    "deleted_count {} exceeds doc_count {}",
+                    self.deleted_count, self.doc_count
+                ),
             ));
         }
         if self.doc_count > u64::from(u32::MAX) {

@@ -102,7 +102,11 @@ impl Index {
             ),
             _ => (VectorStore::empty(dim), None),
         };
-        let text = TextReader::open(&dir.join(&manifest.files.text_dir), manifest.doc_count)?;
+        let text = TextReader::open(
+            &dir.join(&manifest.files.text_dir),
+            manifest.doc_count,
+            manifest.doc_count - manifest.deleted_count,
+        )?;
         Ok(Index {
             dir: dir.to_path_buf(),
             manifest,
@@ -124,14 +128,30 @@ impl Index {
         &self.manifest
     }
 
-    /// Number of documents.
+    /// Number of live documents (deleted ones are not counted).
     pub fn len(&self) -> usize {
-        self.docs.records.len()
+        self.docs.live()
     }
 
-    /// True when the index holds no documents.
+    /// True when the index holds no live documents.
     pub fn is_empty(&self) -> bool {
-        self.docs.records.is_empty()
+        self.docs.live() == 0
+    }
+
+    /// One past the highest ordinal: ordinals of live documents lie in `0..ord_bound()`, with
+    /// gaps where documents were deleted. Size per-ordinal tables with it.
+    pub fn ord_bound(&self) -> u32 {
+        self.docs.records.len() as u32
+    }
+
+    /// Ids of the live documents, in ordinal order.
+    pub fn ids(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.docs
+            .records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.deleted)
+            .map(|(ord, r)| (ord as u32, r.id.as_str()))
     }
 
     /// Number of documents with a vector.
@@ -139,9 +159,13 @@ impl Index {
         self.vectors.rows()
     }
 
-    /// The stored document with ordinal `ord`.
+    /// The stored document with ordinal `ord`; `None` past the end and for deleted documents.
     pub fn doc(&self, ord: u32) -> Option<DocRef<'_>> {
-        self.docs.records.get(ord as usize).map(|r| DocRef {
+        let record = self.docs.records.get(ord as usize)?;
+        if record.deleted {
+            return None;
+        }
+        Some(record).map(|r| DocRef {
             ord,
             id: &r.id,
             fields: &r.fields,
@@ -156,7 +180,11 @@ impl Index {
 
     /// The (unit-norm) vector of document `ord`, read from the memory-mapped vector file.
     pub fn vector(&self, ord: u32) -> Option<&[f32]> {
-        let row = self.docs.records.get(ord as usize)?.row?;
+        let record = self.docs.records.get(ord as usize)?;
+        if record.deleted {
+            return None;
+        }
+        let row = record.row?;
         self.vectors.row(row as usize)
     }
 
@@ -224,9 +252,12 @@ impl Index {
             return Ok(Vec::new());
         }
         let ef = self.options.ef_search.max(2 * k);
-        let found = match allow {
-            None => graph.search(&q, k, ef),
-            Some(a) => graph.search_filtered(&q, k, ef, a),
+        // Points of deleted documents stay in the graph until compaction: they still route
+        // the walk but are never returned.
+        let live_and_allowed = |ord: u32| self.docs.is_live(ord) && allows(ord);
+        let found = match (allow, self.docs.deleted) {
+            (None, 0) => graph.search(&q, k, ef),
+            _ => graph.search_filtered(&q, k, ef, &live_and_allowed),
         };
         let mut hits: Vec<Hit> = found
             .into_iter()
@@ -265,7 +296,7 @@ impl Index {
             self.manifest.spec.dim,
             q,
             k,
-            |row| filter(rows[row]),
+            |row| self.docs.is_live(rows[row]) && filter(rows[row]),
         )
         .into_iter()
         .map(|(row, score)| Hit {
@@ -292,9 +323,10 @@ impl Index {
         k: usize,
         allow: &dyn Fn(u32) -> bool,
     ) -> Result<Vec<Hit>> {
+        let live_and_allowed = |ord: u32| self.docs.is_live(ord) && allow(ord);
         Ok(self
             .text
-            .search(query, k, self.options.bm25, allow)?
+            .search(query, k, self.options.bm25, &live_and_allowed)?
             .into_iter()
             .map(|(ord, score)| Hit { ord, score })
             .collect())

@@ -245,6 +245,45 @@ impl TextWriter {
         Ok(())
     }
 
+    /// Queues the deletion of the documents with these ordinals (applied by the next
+    /// [`commit`](Self::commit)). Deleting an ordinal twice is harmless.
+    pub(crate) fn delete_ords(&mut self, ords: impl IntoIterator<Item = u32>) {
+        for ord in ords {
+            self.writer
+                .delete_term(Term::from_field_u64(self.fields.ord, u64::from(ord)));
+        }
+    }
+
+    /// Merges all segments into one, which drops deleted documents from disk and from the
+    /// collection statistics. Waits for the merge; the result is committed by tantivy itself.
+    pub(crate) fn merge_all(&mut self) -> Result<()> {
+        let segments = self
+            .writer
+            .index()
+            .searchable_segment_ids()
+            .map_err(IndexError::tantivy(&self.path))?;
+        if segments.len() > 1 || self.has_deletes()? {
+            self.writer
+                .merge(&segments)
+                .wait()
+                .map_err(IndexError::tantivy(&self.path))?;
+        }
+        self.writer
+            .garbage_collect_files()
+            .wait()
+            .map_err(IndexError::tantivy(&self.path))?;
+        Ok(())
+    }
+
+    fn has_deletes(&self) -> Result<bool> {
+        let metas = self
+            .writer
+            .index()
+            .searchable_segment_metas()
+            .map_err(IndexError::tantivy(&self.path))?;
+        Ok(metas.iter().any(|m| m.has_deletes()))
+    }
+
     /// tantivy's own durable commit.
     pub(crate) fn commit(&mut self) -> Result<()> {
         self.writer
@@ -341,16 +380,17 @@ pub(crate) struct TextReader {
 }
 
 impl TextReader {
-    pub(crate) fn open(path: &Path, doc_count: u64) -> Result<TextReader> {
+    /// Opens the committed snapshot; `doc_count` ordinals exist, `live` of them not deleted.
+    pub(crate) fn open(path: &Path, doc_count: u64, live: u64) -> Result<TextReader> {
         let index = open_index(path)?;
         let fields = fields(&index, path)?;
         let reader = manual_reader(&index, path)?;
         let searcher = reader.searcher();
         let num_docs = searcher.num_docs();
-        if num_docs < doc_count {
+        if num_docs < live {
             return Err(IndexError::corrupt(
                 path,
-                format!("text index holds {num_docs} documents, the manifest says {doc_count}"),
+                format!("text index holds {num_docs} documents, the manifest says {live}"),
             ));
         }
         // Collection statistics, fixed for the snapshot (the reader never reloads).
@@ -560,7 +600,7 @@ mod tests {
                 None,
             ]],
         );
-        let reader = TextReader::open(&dir.path().join("text"), n).unwrap();
+        let reader = TextReader::open(&dir.path().join("text"), n, n).unwrap();
         assert_eq!((reader.docs_with_text, reader.total_tokens), (4, 13));
         let params = Bm25Params::default();
 
@@ -656,7 +696,7 @@ mod tests {
         let docs: Vec<Option<&str>> = texts.iter().map(|t| Some(t.as_str())).collect();
         let dir = tempfile::tempdir().unwrap();
         let n = write(dir.path(), &[&docs[..20], &docs[20..45], &docs[45..]]);
-        let reader = TextReader::open(&dir.path().join("text"), n).unwrap();
+        let reader = TextReader::open(&dir.path().join("text"), n, n).unwrap();
         let searcher = reader.reader.searcher();
         assert!(searcher.segment_readers().len() >= 3);
 
@@ -723,7 +763,7 @@ mod tests {
         let path = dir.path().join("text");
         let params = Bm25Params::default();
 
-        let reader = TextReader::open(&path, n).unwrap();
+        let reader = TextReader::open(&path, n, n).unwrap();
         let hits = reader.search("effusion", 10, params, &|_| true).unwrap();
         assert_eq!(
             hits.iter().map(|h| h.0).collect::<Vec<_>>(),
@@ -734,7 +774,7 @@ mod tests {
         assert_eq!(top2.iter().map(|h| h.0).collect::<Vec<_>>(), [0, 1]);
 
         // Leftovers of a crash (ord >= the manifest's count) are never returned...
-        let reader = TextReader::open(&path, 4).unwrap();
+        let reader = TextReader::open(&path, 4, 4).unwrap();
         let hits = reader.search("effusion", 10, params, &|_| true).unwrap();
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
         drop(reader);
@@ -743,10 +783,10 @@ mod tests {
         writer.discard_from(2).unwrap();
         drop(writer);
         assert!(matches!(
-            TextReader::open(&path, 6),
+            TextReader::open(&path, 6, 6),
             Err(IndexError::Corrupt { .. })
         ));
-        let reader = TextReader::open(&path, 2).unwrap();
+        let reader = TextReader::open(&path, 2, 2).unwrap();
         let hits = reader.search("effusion", 10, params, &|_| true).unwrap();
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [0, 1]);
     }

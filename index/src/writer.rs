@@ -10,7 +10,15 @@
 //! end), not issued per document.
 //!
 //! Commit order: tantivy commit -> new data files written and fsync'd -> folder fsync'd ->
-//! manifest replaced atomically -> older generations' files deleted.
+//! manifest replaced atomically -> older generations' files deleted -> tantivy deletions of the
+//! documents this commit deleted.
+//!
+//! Deletion turns a record into a tombstone (see `docs`); the tombstone in the docs file is
+//! the truth, readers skip tombstoned ordinals in every search. The text index learns of a
+//! deletion only after the manifest that records it is durable, so a crash can never leave
+//! tantivy missing a live document; a crash in between leaves tantivy documents for
+//! tombstones, which readers ignore and the next writer deletes again. Vectors and graph
+//! points of deleted documents stay until [`IndexWriter::compact`] rewrites them.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -50,12 +58,26 @@ pub struct Document {
 pub struct CommitInfo {
     /// The generation now named by the manifest.
     pub generation: u64,
-    /// Documents in the index after the commit.
+    /// Live documents in the index after the commit.
     pub doc_count: usize,
-    /// Documents with a vector after the commit.
+    /// Vector rows after the commit (those of deleted documents included until compaction).
     pub vector_count: usize,
     /// Documents this commit added.
     pub added: usize,
+    /// Documents this commit deleted.
+    pub deleted: usize,
+}
+
+/// What [`IndexWriter::compact`] reclaimed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompactInfo {
+    /// Vector rows (and graph points) of deleted documents removed.
+    pub vectors_removed: usize,
+    /// Vector rows left.
+    pub vector_count: usize,
+    /// Bytes of the index's data files before and after (the text index included).
+    pub bytes_before: u64,
+    pub bytes_after: u64,
 }
 
 /// One line of `errors.jsonl`: a source file that could not be indexed.
@@ -104,6 +126,8 @@ pub struct IndexWriter {
     graph: HnswGraph,
     /// (row, ordinal) of vectors not yet inserted into the graph.
     graph_pending: Vec<(usize, usize)>,
+    /// Ordinals deleted since the last commit.
+    deleted_pending: Vec<u32>,
     text: TextWriter,
 }
 
@@ -160,6 +184,7 @@ impl IndexWriter {
             docs: DocTable::default(),
             vectors: Vec::new(),
             graph_pending: Vec::new(),
+            deleted_pending: Vec::new(),
             text,
         })
     }
@@ -177,6 +202,15 @@ impl IndexWriter {
         let manifest = Manifest::read(dir)?;
         text.discard_from(manifest.doc_count)?;
         let docs = DocTable::load(dir, &manifest)?;
+        // Deletions a crash kept from reaching tantivy (see the module documentation); for
+        // tombstones tantivy already dropped this is a no-op at the next commit.
+        text.delete_ords(
+            docs.records
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.deleted)
+                .map(|(ord, _)| ord as u32),
+        );
         let dim = manifest.spec.dim;
         let (vectors, graph) = match (&manifest.files.vectors, &manifest.files.hnsw) {
             (Some(entry), Some(hnsw)) => {
@@ -193,6 +227,7 @@ impl IndexWriter {
             vectors,
             graph,
             graph_pending: Vec::new(),
+            deleted_pending: Vec::new(),
             text,
         };
         writer.remove_unreferenced_files();
@@ -209,14 +244,14 @@ impl IndexWriter {
         &self.manifest.spec
     }
 
-    /// Number of documents, committed or not.
+    /// Number of live documents, committed or not.
     pub fn len(&self) -> usize {
-        self.docs.records.len()
+        self.docs.live()
     }
 
-    /// True when the index holds no documents (committed or not).
+    /// True when the index holds no live documents (committed or not).
     pub fn is_empty(&self) -> bool {
-        self.docs.records.is_empty()
+        self.docs.live() == 0
     }
 
     /// Number of documents added since the last commit.
@@ -224,9 +259,33 @@ impl IndexWriter {
         self.docs.records.len() - self.manifest.doc_count as usize
     }
 
-    /// True when a document with this id was added (committed or not).
+    /// True when a live document with this id was added (committed or not).
     pub fn contains(&self, id: &str) -> bool {
         self.docs.by_id.contains_key(id)
+    }
+
+    /// Ids of the live documents (committed or not), in ordinal order.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.docs
+            .records
+            .iter()
+            .filter(|r| !r.deleted)
+            .map(|r| r.id.as_str())
+    }
+
+    /// Deletes the document with this id from all three stores: it disappears from every
+    /// search at the next [`commit`](Self::commit); its id may then be added again. Returns
+    /// false when no live document has this id. Its vector and graph point stay on disk until
+    /// [`compact`](Self::compact).
+    pub fn delete(&mut self, id: &str) -> bool {
+        let Some(&ord) = self.docs.by_id.get(id) else {
+            return false;
+        };
+        let deleted = self.docs.delete(ord);
+        if deleted {
+            self.deleted_pending.push(ord);
+        }
+        deleted
     }
 
     /// The stored fields of the document with this id (committed or not), `None` when no
@@ -237,9 +296,13 @@ impl IndexWriter {
         self.docs.records.get(ord as usize).map(|r| &r.fields)
     }
 
-    /// The stored fields of every document added (committed or not), in ordinal order.
+    /// The stored fields of every live document (committed or not), in ordinal order.
     pub fn fields(&self) -> impl Iterator<Item = &BTreeMap<String, String>> {
-        self.docs.records.iter().map(|r| &r.fields)
+        self.docs
+            .records
+            .iter()
+            .filter(|r| !r.deleted)
+            .map(|r| &r.fields)
     }
 
     /// Adds a document and returns its ordinal. Nothing is durable or visible to readers
@@ -294,7 +357,12 @@ impl IndexWriter {
             self.graph_pending.push((row, ord as usize));
             row as u32
         });
-        self.docs.push(DocRecord { id, fields, row });
+        self.docs.push(DocRecord {
+            id,
+            fields,
+            row,
+            deleted: false,
+        });
         if self.graph_pending.len() >= GRAPH_BATCH {
             self.flush_graph();
         }
@@ -340,19 +408,117 @@ impl IndexWriter {
     /// stays intact and the added documents stay pending, so `commit` can be retried.
     pub fn commit(&mut self) -> Result<CommitInfo> {
         let added = self.pending();
-        if added == 0 {
-            return Ok(self.info(0));
+        let deleted = self.deleted_pending.len();
+        if added == 0 && deleted == 0 {
+            return Ok(self.info(0, 0));
         }
         self.flush_graph();
         self.text.commit()?;
+        self.write_generation()?;
+        // The tombstones are durable: now tantivy may forget those documents. Best effort: a
+        // failure here leaves tantivy documents that readers skip and the next writer deletes.
+        let ords = std::mem::take(&mut self.deleted_pending);
+        self.text.delete_ords(ords);
+        let _ = self.text.commit();
+        Ok(self.info(added, deleted))
+    }
 
+    /// Rewrites what deletions left behind: the vector rows and graph points of deleted
+    /// documents (the graph is rebuilt from the live vectors, which takes about as long as
+    /// building it did), and the text index's deleted documents (its segments are merged into
+    /// one). Commits anything pending first. Ordinals do not change, so tombstone records stay
+    /// (a few bytes each). Readers opened before keep their snapshot.
+    pub fn compact(&mut self) -> Result<CompactInfo> {
+        self.commit()?;
+        let bytes_before = self.data_bytes();
+        let dead_rows = self
+            .docs
+            .records
+            .iter()
+            .filter(|r| r.deleted && r.row.is_some())
+            .count();
+        if dead_rows == 0 {
+            self.text.merge_all()?;
+            return Ok(CompactInfo {
+                vectors_removed: 0,
+                vector_count: self.docs.row_to_ord.len(),
+                bytes_before,
+                bytes_after: self.data_bytes(),
+            });
+        }
+        let dim = self.manifest.spec.dim;
+        let mut vectors = Vec::with_capacity(self.vectors.len());
+        let mut removed = 0usize;
+        let mut docs = DocTable::default();
+        for record in std::mem::take(&mut self.docs.records) {
+            let row = match (record.row, record.deleted) {
+                (Some(row), false) => {
+                    let row = row as usize;
+                    let next = vectors.len() / dim;
+                    vectors.extend_from_slice(&self.vectors[row * dim..(row + 1) * dim]);
+                    Some(next as u32)
+                }
+                (Some(_), true) => {
+                    removed += 1;
+                    None
+                }
+                (None, _) => None,
+            };
+            docs.push(DocRecord { row, ..record });
+        }
+        self.docs = docs;
+        self.vectors = vectors;
+        let rows = self.docs.row_to_ord.len();
+        self.graph = HnswGraph::new(&self.manifest.hnsw, rows);
+        self.graph_pending = self
+            .docs
+            .row_to_ord
+            .iter()
+            .enumerate()
+            .map(|(row, &ord)| (row, ord as usize))
+            .collect();
+        self.flush_graph();
+        self.text.merge_all()?;
+        self.write_generation()?;
+        Ok(CompactInfo {
+            vectors_removed: removed,
+            vector_count: rows,
+            bytes_before,
+            bytes_after: self.data_bytes(),
+        })
+    }
+
+    /// Total size of the files of the committed generation and of the text folder.
+    fn data_bytes(&self) -> u64 {
+        let files = &self.manifest.files;
+        let mut total: u64 = [files.docs.as_ref(), files.vectors.as_ref()]
+            .into_iter()
+            .flatten()
+            .chain(files.hnsw.iter().flat_map(|h| [&h.graph, &h.data]))
+            .map(|e| e.len)
+            .sum();
+        if let Ok(entries) = std::fs::read_dir(self.dir.join(&files.text_dir)) {
+            total += entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum::<u64>();
+        }
+        total
+    }
+
+    /// Writes the in-memory state as the next generation and replaces the manifest.
+    fn write_generation(&mut self) -> Result<()> {
         let dir = self.dir.clone();
         let gen = self.manifest.generation + 1;
         let dim = self.manifest.spec.dim;
         let vector_count = self.docs.row_to_ord.len();
         let mut next = self.manifest.clone();
+        next.format_version = crate::manifest::FORMAT_VERSION;
         next.generation = gen;
         next.doc_count = self.docs.records.len() as u64;
+        next.deleted_count = self.docs.deleted as u64;
         next.vector_count = vector_count as u64;
         next.files.docs = Some(self.docs.write(&dir, &layout::docs_file(gen))?);
         if vector_count > 0 {
@@ -374,21 +540,25 @@ impl IndexWriter {
                 )?,
                 basename,
             });
+        } else {
+            next.files.vectors = None;
+            next.files.hnsw = None;
         }
         next.updated = fsio::now_rfc3339();
         fsio::sync_dir(&dir)?;
         next.write(&dir)?;
         self.manifest = next;
         self.remove_unreferenced_files();
-        Ok(self.info(added))
+        Ok(())
     }
 
-    fn info(&self, added: usize) -> CommitInfo {
+    fn info(&self, added: usize, deleted: usize) -> CommitInfo {
         CommitInfo {
             generation: self.manifest.generation,
-            doc_count: self.manifest.doc_count as usize,
+            doc_count: (self.manifest.doc_count - self.manifest.deleted_count) as usize,
             vector_count: self.manifest.vector_count as usize,
             added,
+            deleted,
         }
     }
 

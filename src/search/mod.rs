@@ -153,7 +153,7 @@ impl<'a> Searcher<'a> {
         if filter.is_empty() {
             return None;
         }
-        let n = self.index.len();
+        let n = self.index.ord_bound() as usize;
         let mut keep = vec![false; n];
         let mut count = 0;
         for (ord, slot) in keep.iter_mut().enumerate() {
