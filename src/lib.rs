@@ -11,5 +11,6 @@ pub mod embed;
 pub mod eval;
 pub mod ingest;
 pub mod model;
+pub mod privacy;
 pub mod search;
 pub mod train;

@@ -13,7 +13,10 @@ use cxr_search::eval;
 use cxr_search::ingest::reports::{ReportTable, TableColumns};
 use cxr_search::ingest::{self, walk, DecodeOptions};
 use cxr_search::model::{self, DualEncoder, InitOptions, Preset};
+use cxr_search::privacy::{DeidentifySettings, IndexPrivacy};
 use cxr_search::search::{self, SearchOptions, Searcher};
+
+mod maintenance;
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +45,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete documents by id, or those whose file is gone; they leave every search at once.
+    Delete(maintenance::DeleteArgs),
+    /// Reclaim what deletions left: rewrite vectors, rebuild the graph, merge the text index.
+    Compact(maintenance::CompactArgs),
     /// Show what an index holds.
     Info {
         /// Index folder.
@@ -193,6 +200,17 @@ struct IndexArgs {
     /// Refuse images larger than this many pixels.
     #[arg(long, default_value_t = DecodeOptions::default().max_pixels)]
     max_pixels: u64,
+    /// Replace or drop identifying metadata (DICOM PS3.15 basic profile): UIDs and ids become
+    /// salted-hash UIDs, paths are hashed, age, sex and dates are dropped. Chosen when the
+    /// index is created; later runs follow it.
+    #[arg(long)]
+    deidentify: bool,
+    /// With --deidentify: keep age and sex (for filters).
+    #[arg(long, requires = "deidentify")]
+    retain_patient_characteristics: bool,
+    /// With --deidentify: keep study dates (for filters).
+    #[arg(long, requires = "deidentify")]
+    retain_dates: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -279,6 +297,8 @@ fn main() -> ExitCode {
         Command::Eval(args) => cmd_eval(args),
         Command::Info { index, json } => cmd_info(&index, json),
         Command::Check { index, json } => cmd_check(&index, json),
+        Command::Delete(args) => maintenance::cmd_delete(args),
+        Command::Compact(args) => maintenance::cmd_compact(args),
         Command::Model(ModelCommand::Init {
             dir,
             preset,
@@ -372,7 +392,12 @@ fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
         IndexWriter::create(&args.out, spec)
             .with_context(|| format!("creating index {}", args.out.display()))?
     };
-    let salt = patient_salt(&args.out)?;
+    let requested = args.deidentify.then_some(DeidentifySettings {
+        deidentify: true,
+        retain_patient_characteristics: args.retain_patient_characteristics,
+        retain_dates: args.retain_dates,
+    });
+    let privacy = IndexPrivacy::load_or_create(&args.out, requested, !writer.is_empty())?;
 
     let mut files = Vec::new();
     let mut walk_failures = 0usize;
@@ -389,7 +414,7 @@ fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
             }
             Err((path, reason)) => {
                 eprintln!("cxr: {}: {reason}", path.display());
-                writer.record_failure(&path.to_string_lossy(), &reason)?;
+                writer.record_failure(&privacy.stored_path(&path.to_string_lossy()), &reason)?;
                 walk_failures += 1;
             }
         }
@@ -399,8 +424,9 @@ fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
         reports: reports.as_ref(),
         decode: DecodeOptions {
             max_pixels: args.max_pixels,
-            patient_salt: salt,
+            patient_salt: privacy.salt().to_string(),
         },
+        privacy: &privacy,
         batch_size: args.batch_size,
         commit_every: args.commit_every,
         progress: !args.quiet && !args.json,
@@ -425,6 +451,18 @@ fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
              indexed; failed {}; {:.1}s; the index holds {total} documents",
             summary.indexed, summary.report_only, summary.skipped, summary.failed, summary.seconds
         );
+        if summary.replaced > 0 {
+            println!(
+                "{} files had changed since they were indexed and were indexed again",
+                summary.replaced
+            );
+        }
+        if summary.duplicates > 0 {
+            println!(
+                "{} files were copies of indexed files and were skipped",
+                summary.duplicates
+            );
+        }
         if summary.unmatched_reports > 0 {
             println!("{} reports matched no image", summary.unmatched_reports);
         }
@@ -435,29 +473,13 @@ fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
             );
         }
     }
-    let nothing = summary.indexed + summary.report_only + summary.skipped == 0;
+    let nothing = summary.indexed + summary.report_only + summary.skipped + summary.duplicates == 0;
     Ok(if nothing {
         eprintln!("cxr: nothing could be indexed");
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// Each index hashes patient IDs with its own random salt, kept in the index folder, so hashes
-/// cannot be joined across indexes or reversed by hashing candidate IDs without the folder.
-fn patient_salt(index_dir: &Path) -> Result<String> {
-    let path = index_dir.join("patient-salt");
-    if let Ok(salt) = std::fs::read_to_string(&path) {
-        return Ok(salt.trim().to_string());
-    }
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .context("reading /dev/urandom for the patient-hash salt")?;
-    let salt: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(&path, &salt).with_context(|| format!("writing {}", path.display()))?;
-    Ok(salt)
 }
 
 /// Opens an index and, when it holds image vectors, the model that must embed its queries.
@@ -640,7 +662,15 @@ fn cmd_info(index_dir: &Path, json: bool) -> Result<ExitCode> {
         println!("{}", serde_json::to_string(m)?);
     } else {
         println!("index      {}", index_dir.display());
-        println!("documents  {}", m.doc_count);
+        if m.deleted_count > 0 {
+            println!(
+                "documents  {} (and {} deleted, whose space `cxr compact` reclaims)",
+                index.len(),
+                m.deleted_count
+            );
+        } else {
+            println!("documents  {}", index.len());
+        }
         println!("vectors    {} x {}", m.vector_count, m.spec.dim);
         println!(
             "model      {} ({})",

@@ -154,24 +154,46 @@ fn index_search_eval_and_resume() {
     assert_eq!(summary["skipped"], 3);
     assert_eq!(summary["documents"], 3);
 
-    // A re-run recognises indexed files by path without decoding them again: an indexed file
-    // overwritten with garbage is skipped, not reported.
-    std::fs::write(archive.join("img1.png"), b"garbage").unwrap();
-    let o = cxr(&[
-        "index",
-        a,
-        "--reports",
-        r,
-        "--out",
-        i,
-        "--model",
-        m,
-        "--json",
-    ]);
-    let (out, err) = text(&o);
-    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    // A re-run recognises an indexed file by path, size and modification time without reading
+    // it: same-length garbage with the old time restored is not even opened...
+    let img1 = archive.join("img1.png");
+    let (len, mtime) = {
+        let meta = std::fs::metadata(&img1).unwrap();
+        (meta.len() as usize, meta.modified().unwrap())
+    };
+    std::fs::write(&img1, vec![b'x'; len]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&img1)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let rerun = || {
+        let o = cxr(&[
+            "index",
+            a,
+            "--reports",
+            r,
+            "--out",
+            i,
+            "--model",
+            m,
+            "--json",
+        ]);
+        let (out, err) = text(&o);
+        let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        (summary, err)
+    };
+    let (summary, err) = rerun();
     assert_eq!(summary["skipped"], 3, "{err}");
     assert!(!err.contains("img1.png"), "{err}");
+    // ...while a file that changed is looked at again: garbage is reported, and the document
+    // indexed from the good version stays.
+    std::fs::write(&img1, b"garbage").unwrap();
+    let (summary, err) = rerun();
+    assert_eq!(summary["skipped"], 2, "{err}");
+    assert_eq!(summary["documents"], 3, "{err}");
+    assert!(err.contains("img1.png"), "{err}");
 
     // Evaluation with a run file.
     let queries = dir.path().join("q.jsonl");
@@ -355,4 +377,121 @@ fn check_passes_a_good_index_and_names_the_damage() {
         fail.contains(vectors.file_name().unwrap().to_str().unwrap()),
         "{fail}"
     );
+}
+
+/// The life of an archive: a file changes, a file is copied, a file is removed; re-runs and
+/// `cxr delete --missing` keep the index equal to the archive, and `cxr compact` reclaims the
+/// space without changing what search returns.
+#[test]
+fn incremental_updates_delete_and_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = make_model(dir.path());
+    let archive = make_archive(dir.path());
+    for name in ["notes.png", "cut.png"] {
+        std::fs::remove_file(archive.join(name)).unwrap();
+    }
+    let idx = dir.path().join("idx");
+    let (m, a, i) = (
+        model.to_str().unwrap(),
+        archive.to_str().unwrap(),
+        idx.to_str().unwrap(),
+    );
+    let index = |extra: &[&str]| {
+        let mut args = vec!["index", a, "--out", i, "--model", m, "--json"];
+        args.extend_from_slice(extra);
+        let o = cxr(&args);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        (summary, err)
+    };
+    let (s, _) = index(&[]);
+    assert_eq!(s["indexed"], 3);
+
+    // Unchanged: skipped. A copy under a new name: skipped as a duplicate, named.
+    std::fs::copy(archive.join("img2.png"), archive.join("copy-of-img2.png")).unwrap();
+    let (s, err) = index(&[]);
+    assert_eq!(
+        (s["indexed"].as_u64(), s["skipped"].as_u64()),
+        (Some(0), Some(3))
+    );
+    assert_eq!(s["duplicates"], 1);
+    assert!(err.contains("copy-of-img2.png") && err.contains("same content as img2.png"));
+
+    // A file rewritten in place with other pixels replaces its document (same id, one copy).
+    image::GrayImage::from_fn(48, 40, |x, _| image::Luma([(x * 5) as u8]))
+        .save(archive.join("img1.png"))
+        .unwrap();
+    let (s, err) = index(&[]);
+    assert_eq!(
+        (s["indexed"].as_u64(), s["replaced"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(s["documents"], 3);
+    assert!(err.contains("img1.png") && err.contains("changed since it was indexed"));
+
+    // A removed file: --missing finds it (dry run first), an unknown id is named, exit 1.
+    std::fs::remove_file(archive.join("sub/img3.png")).unwrap();
+    let o = cxr(&["delete", i, "--missing", a, "--dry-run"]);
+    let (out, _) = text(&o);
+    assert!(o.status.success());
+    assert!(
+        out.starts_with("img3\n") && out.contains("would delete 1"),
+        "{out}"
+    );
+    let o = cxr(&[
+        "delete",
+        i,
+        "--missing",
+        a,
+        "--ids",
+        "no-such-doc",
+        "--json",
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(err.contains("no-such-doc: no such document"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (v["deleted"].as_u64(), v["documents"].as_u64()),
+        (Some(1), Some(2))
+    );
+    // An archive that is not there is refused rather than emptying the index.
+    let o = cxr(&["delete", i, "--missing", "/no/such/archive"]);
+    assert_eq!(o.status.code(), Some(2));
+
+    let search_ids = || {
+        let o = cxr(&[
+            "search",
+            i,
+            "--image",
+            &format!("{a}/img2.png"),
+            "--model",
+            m,
+            "--json",
+        ]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let before = search_ids();
+    assert_eq!(before.len(), 2);
+    assert!(!before.contains(&"img3".to_string()));
+
+    let o = cxr(&["compact", i, "--json"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (v["vectors_removed"].as_u64(), v["vector_count"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(search_ids(), before);
+    let o = cxr(&["check", i]);
+    assert!(o.status.success(), "{:?}", text(&o));
 }

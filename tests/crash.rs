@@ -30,7 +30,7 @@ fn committed_ids(idx: &Path) -> Option<HashSet<String>> {
     }
     let index = cxr_index::Index::open(idx).expect("an interrupted index opens at its last commit");
     let mut ids = HashSet::new();
-    for ord in 0..index.len() as u32 {
+    for ord in 0..index.ord_bound() {
         let doc = index.doc(ord).expect("every ordinal has a document");
         assert!(ids.insert(doc.id.to_string()), "{} indexed twice", doc.id);
     }
@@ -52,8 +52,15 @@ fn killed_runs_resume_without_loss_or_duplicates() {
     let archive = dir.path().join("archive");
     std::fs::create_dir(&archive).unwrap();
     for i in 0..FILES {
+        // Distinct content for every file (copies would be skipped as duplicates): the first
+        // two pixels spell the file number.
         image::GrayImage::from_fn(32, 32, |x, y| {
-            image::Luma([((x * (i as u32 + 1) + y * 7) % 256) as u8])
+            let v = match (x, y) {
+                (0, 0) => i % 256,
+                (1, 0) => i / 256,
+                _ => (x as usize * (i + 1) + y as usize * 7) % 256,
+            };
+            image::Luma([v as u8])
         })
         .save(archive.join(format!("img{i:03}.png")))
         .unwrap();

@@ -3,6 +3,12 @@
 //!
 //! Decoding runs on a producer thread one batch ahead of inference, through a channel of depth
 //! one, so at most three batches of pixels exist at any time whatever the archive's size.
+//!
+//! Re-runs are idempotent. Each image document stores its path (relative to the folder it was
+//! found under), the file's size, modification time and SHA-256. A file whose path is indexed
+//! is skipped without reading it when size and time agree, and after hashing it when only the
+//! time changed; a file whose content changed replaces its document. A new path whose content
+//! is already indexed (a copy) is skipped too.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -16,6 +22,7 @@ use rayon::prelude::*;
 use crate::ingest::reports::{Report, ReportTable};
 use crate::ingest::{self, DecodeOptions, ImageMeta, IngestError};
 use crate::model::DualEncoder;
+use crate::privacy::IndexPrivacy;
 
 /// One indexing run.
 pub struct IndexJob<'a> {
@@ -24,6 +31,8 @@ pub struct IndexJob<'a> {
     pub files: Vec<(PathBuf, PathBuf)>,
     pub reports: Option<&'a ReportTable>,
     pub decode: DecodeOptions,
+    /// What may be stored about patients (the salt, `--deidentify`).
+    pub privacy: &'a IndexPrivacy,
     pub batch_size: usize,
     /// Commit after this many new documents (and always at the end).
     pub commit_every: usize,
@@ -37,6 +46,10 @@ pub struct Summary {
     /// Documents already in the index (a resumed or repeated run).
     pub skipped: usize,
     pub failed: usize,
+    /// Files whose content was already indexed under another path.
+    pub duplicates: usize,
+    /// Indexed files whose content changed since; their documents were replaced.
+    pub replaced: usize,
     pub report_only: usize,
     /// Reports that matched no image of this run.
     pub unmatched_reports: usize,
@@ -58,6 +71,84 @@ struct Prepared {
     id: String,
     meta: ImageMeta,
     input: Vec<f32>,
+    file: FileStamp,
+    /// The document of an earlier version of this file, replaced by this one.
+    replaces: Option<String>,
+}
+
+/// What identifies a file's content: size and modification time (cheap, from the file
+/// system) and the SHA-256 of its bytes (the truth).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FileStamp {
+    size: String,
+    mtime: String,
+    sha256: String,
+}
+
+const PATH_FIELD: &str = "path";
+const SIZE_FIELD: &str = "size";
+const MTIME_FIELD: &str = "mtime";
+const SHA256_FIELD: &str = "sha256";
+
+/// An indexed file, as its document remembers it.
+struct Known {
+    id: String,
+    size: Option<String>,
+    mtime: Option<String>,
+    sha256: Option<String>,
+}
+
+/// Size and modification time of `path` as stored (`mtime`: seconds.nanoseconds since 1970).
+fn stat(path: &Path) -> std::io::Result<(String, String)> {
+    let meta = std::fs::metadata(path)?;
+    let mtime = meta
+        .modified()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| format!("{}.{:09}", d.as_secs(), d.subsec_nanos()))
+        .unwrap_or_default();
+    Ok((meta.len().to_string(), mtime))
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut file = std::fs::File::open(path)?;
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// What to do with a file whose relative path is already indexed.
+enum Revisit {
+    /// Same content: nothing to do.
+    Unchanged,
+    /// The content changed: index it again, replacing document `id`.
+    Changed(String),
+}
+
+fn revisit(
+    path: &Path,
+    known: &Known,
+    privacy: &IndexPrivacy,
+) -> Result<Revisit, (PathBuf, String)> {
+    let io_err = |e: std::io::Error| (path.to_path_buf(), e.to_string());
+    let Some(sha) = &known.sha256 else {
+        // Indexed before content hashes were stored: the path alone decides.
+        return Ok(Revisit::Unchanged);
+    };
+    let (size, mtime) = stat(path).map_err(io_err)?;
+    let mtime = privacy.stored_token(MTIME_FIELD, &mtime);
+    if known.size.as_ref() == Some(&size) && known.mtime.as_ref() == Some(&mtime) {
+        return Ok(Revisit::Unchanged);
+    }
+    let digest = sha256_file(path).map_err(io_err)?;
+    if &privacy.stored_token(SHA256_FIELD, &digest) == sha {
+        return Ok(Revisit::Unchanged);
+    }
+    Ok(Revisit::Changed(known.id.clone()))
 }
 
 /// A prepared file, `None` for a file already indexed, or the file and why it failed.
@@ -77,16 +168,31 @@ pub fn run(
     let total = job.files.len() as u64;
     let bar = progress_bar(job.progress, total);
     let mut since_commit = 0usize;
-    // Ids given in this run, with the file each came from.
-    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    let privacy = job.privacy;
+    // Ids given in this run, with the (stored) path of the file each came from.
+    let mut seen: HashMap<String, String> = HashMap::new();
     let mut matched_reports: HashSet<String> = HashSet::new();
     let batch_size = job.batch_size.max(1);
 
-    // Files already in the index (by path relative to their root) are skipped before any
-    // decoding, so a resumed run over a large archive costs a walk, not a re-decode.
-    let indexed: HashSet<String> = writer
+    // Files already in the index (by path relative to their root) are looked at before any
+    // decoding, so a resumed run over a large archive costs a walk and a stat per file.
+    let indexed: HashMap<String, Known> = writer
+        .ids()
+        .zip(writer.fields())
+        .filter_map(|(id, f)| {
+            let known = Known {
+                id: id.to_string(),
+                size: f.get(SIZE_FIELD).cloned(),
+                mtime: f.get(MTIME_FIELD).cloned(),
+                sha256: f.get(SHA256_FIELD).cloned(),
+            };
+            Some((f.get(PATH_FIELD)?.clone(), known))
+        })
+        .collect();
+    // Content already indexed: SHA-256 -> relative path.
+    let mut by_hash: HashMap<String, String> = writer
         .fields()
-        .filter_map(|f| f.get("path").cloned())
+        .filter_map(|f| Some((f.get(SHA256_FIELD)?.clone(), f.get(PATH_FIELD)?.clone())))
         .collect();
     let indexed = &indexed;
 
@@ -99,11 +205,18 @@ pub fn run(
                 let batch: Vec<Decoded> = chunk
                     .par_iter()
                     .map(|(path, root)| {
-                        if indexed.contains(rel_path(path, root).to_string_lossy().as_ref()) {
-                            Ok(None)
-                        } else {
-                            prepare(path, root, decode, model).map(Some)
-                        }
+                        let rel = rel_path(path, root);
+                        let stored = privacy.stored_path(&rel.to_string_lossy());
+                        let replaces = match indexed.get(&stored) {
+                            None => None,
+                            Some(known) => match revisit(path, known, privacy)? {
+                                Revisit::Unchanged => return Ok(None),
+                                Revisit::Changed(id) => Some(id),
+                            },
+                        };
+                        let mut p = prepare(path, root, decode, model, privacy)?;
+                        p.replaces = replaces;
+                        Ok(Some(p))
                     })
                     .collect();
                 if tx.send(batch).is_err() {
@@ -118,42 +231,60 @@ pub fn run(
                 match item {
                     Ok(None) => summary.skipped += 1,
                     Ok(Some(mut p)) => {
-                        match resolve_id(writer, &seen, &p) {
+                        let rel = privacy.stored_path(&p.rel.to_string_lossy());
+                        if let Some(old) = p.replaces.take() {
+                            writer.delete(&old);
+                            summary.replaced += 1;
+                            on_notice(&p.path, "changed since it was indexed; indexed again");
+                        } else if let Some(first) = by_hash.get(&p.file.sha256) {
+                            if *first != rel {
+                                on_notice(
+                                    &p.path,
+                                    &format!("same content as {first}, already indexed; skipped"),
+                                );
+                                summary.duplicates += 1;
+                                continue;
+                            }
+                        }
+                        match resolve_id(writer, &seen, &p, privacy) {
                             IdResolution::Indexed => summary.skipped += 1,
                             IdResolution::New(id) => {
-                                if id != p.id {
+                                if id != privacy.stored_id(&p.id) {
                                     on_notice(
                                     &p.path,
                                     &format!("document id already used by another file; indexed as {id}"),
                                 );
                                 }
-                                p.id = id;
-                                seen.insert(p.id.clone(), p.rel.clone());
-                                ok.push(p);
+                                seen.insert(id.clone(), rel.clone());
+                                by_hash.insert(p.file.sha256.clone(), rel);
+                                ok.push((p, id));
                             }
                             IdResolution::Clash => {
                                 let reason = format!("document id {} is used by other files", p.id);
-                                fail(writer, on_failure, &p.path, &reason, &mut summary)?;
+                                fail(writer, on_failure, &p.path, &reason, &mut summary, privacy)?;
                             }
                         }
                     }
-                    Err((path, reason)) => fail(writer, on_failure, &path, &reason, &mut summary)?,
+                    Err((path, reason)) => {
+                        fail(writer, on_failure, &path, &reason, &mut summary, privacy)?
+                    }
                 }
             }
             if !ok.is_empty() {
                 let inputs: Vec<Vec<f32>> = ok
                     .iter_mut()
-                    .map(|p| std::mem::take(&mut p.input))
+                    .map(|(p, _)| std::mem::take(&mut p.input))
                     .collect();
                 let vectors = model.embed_inputs(&inputs)?;
-                for (p, vector) in ok.into_iter().zip(vectors) {
+                for ((p, id), vector) in ok.into_iter().zip(vectors) {
+                    // Reports are matched on the natural identifiers, before any are replaced.
                     let report = job.reports.and_then(|t| {
                         t.find(&p.id, Some(&p.rel), p.meta.study_instance_uid.as_deref())
                     });
                     if let Some(r) = report {
                         matched_reports.insert(r.key.clone());
                     }
-                    writer.add(image_document(&p, vector, report))?;
+                    writer.add(image_document(&p, id, vector, report, privacy))?;
                     summary.indexed += 1;
                     since_commit += 1;
                 }
@@ -172,11 +303,11 @@ pub fn run(
         if job.files.is_empty() {
             // A report-only corpus: every report is a document of its own.
             for report in table.reports() {
-                if writer.contains(&report.key) {
+                if writer.contains(&privacy.stored_id(&report.key)) {
                     summary.skipped += 1;
                     continue;
                 }
-                match report_document(report) {
+                match report_document(report, privacy) {
                     Some(doc) => {
                         writer.add(doc)?;
                         summary.report_only += 1;
@@ -184,7 +315,14 @@ pub fn run(
                     None => {
                         let reason = "empty report: no text in the report columns";
                         let at = format!("{}: {}", table.source.display(), report.key);
-                        fail(writer, on_failure, Path::new(&at), reason, &mut summary)?;
+                        fail(
+                            writer,
+                            on_failure,
+                            Path::new(&at),
+                            reason,
+                            &mut summary,
+                            privacy,
+                        )?;
                     }
                 }
             }
@@ -210,38 +348,48 @@ enum IdResolution {
 /// another file already holds it: archives keep transcoded copies of one instance (same
 /// SOPInstanceUID, other transfer syntax) and PNG folders repeat file names. Such a file is
 /// indexed as `ID+RELATIVE/PATH`, so it stays findable and a re-run recognises it by its path.
-fn resolve_id(writer: &IndexWriter, seen: &HashMap<String, PathBuf>, p: &Prepared) -> IdResolution {
-    let rel = p.rel.to_string_lossy();
-    let alt = format!("{}+{}", p.id, rel.replace('\\', "/"));
-    for id in [&p.id, &alt] {
-        let holder = match writer.doc_fields(id) {
+fn resolve_id(
+    writer: &IndexWriter,
+    seen: &HashMap<String, String>,
+    p: &Prepared,
+    privacy: &IndexPrivacy,
+) -> IdResolution {
+    let rel = p.rel.to_string_lossy().replace('\\', "/");
+    let stored_rel = privacy.stored_path(&p.rel.to_string_lossy());
+    let natural = privacy.stored_id(&p.id);
+    let alt = privacy.stored_id(&format!("{}+{rel}", p.id));
+    for id in [natural, alt] {
+        let holder = match writer.doc_fields(&id) {
             Some(fields) => Some(
                 fields
-                    .get("path")
+                    .get(PATH_FIELD)
                     .map(String::as_str)
                     .unwrap_or_default()
                     .to_string(),
             ),
-            None => seen.get(id).map(|r| r.to_string_lossy().into_owned()),
+            None => seen.get(&id).cloned(),
         };
         match holder {
-            None => return IdResolution::New(id.clone()),
-            Some(path) if path == rel => return IdResolution::Indexed,
+            None => return IdResolution::New(id),
+            Some(path) if path == stored_rel => return IdResolution::Indexed,
             Some(_) => continue,
         }
     }
     IdResolution::Clash
 }
 
+/// Reports a file that could not be indexed: to the caller (who prints the real path) and to
+/// the index's failure log (the stored form of the path under `--deidentify`).
 fn fail(
     writer: &mut IndexWriter,
     on_failure: &mut dyn FnMut(&Path, &str),
     path: &Path,
     reason: &str,
     summary: &mut Summary,
+    privacy: &IndexPrivacy,
 ) -> Result<(), EmbedError> {
     on_failure(path, reason);
-    writer.record_failure(&path.to_string_lossy(), reason)?;
+    writer.record_failure(&privacy.stored_path(&path.to_string_lossy()), reason)?;
     summary.failed += 1;
     Ok(())
 }
@@ -260,7 +408,13 @@ fn prepare(
     root: &Path,
     opts: &DecodeOptions,
     model: &DualEncoder,
+    privacy: &IndexPrivacy,
 ) -> Result<Prepared, (PathBuf, String)> {
+    // Stamp first: a file rewritten while it is decoded gets a new stamp on the next run.
+    let io_err = |e: std::io::Error| (path.to_path_buf(), e.to_string());
+    let (size, mtime) = stat(path).map_err(io_err)?;
+    let sha256 = privacy.stored_token(SHA256_FIELD, &sha256_file(path).map_err(io_err)?);
+    let mtime = privacy.stored_token(MTIME_FIELD, &mtime);
     let decoded = ingest::decode_file(path, opts).map_err(|e| (path.to_path_buf(), reason(&e)))?;
     let rel = rel_path(path, root);
     let id = match &decoded.meta.sop_instance_uid {
@@ -277,6 +431,12 @@ fn prepare(
         id,
         meta: decoded.meta,
         input,
+        file: FileStamp {
+            size,
+            mtime,
+            sha256,
+        },
+        replaces: None,
     })
 }
 
@@ -289,9 +449,14 @@ fn reason(e: &IngestError) -> String {
     }
 }
 
-fn image_document(p: &Prepared, vector: Vec<f32>, report: Option<&Report>) -> Document {
+fn image_document(
+    p: &Prepared,
+    id: String,
+    vector: Vec<f32>,
+    report: Option<&Report>,
+    privacy: &IndexPrivacy,
+) -> Document {
     let mut fields = std::collections::BTreeMap::new();
-    fields.insert("path".to_string(), p.rel.to_string_lossy().into_owned());
     let m = &p.meta;
     let mut put = |k: &str, v: &Option<String>| {
         if let Some(v) = v {
@@ -322,8 +487,17 @@ fn image_document(p: &Prepared, vector: Vec<f32>, report: Option<&Report>) -> Do
         }
         text = report_text(r);
     }
+    privacy.clean_fields(&mut fields);
+    // Already in stored form (see `prepare`).
+    fields.insert(
+        PATH_FIELD.into(),
+        privacy.stored_path(&p.rel.to_string_lossy()),
+    );
+    fields.insert(SIZE_FIELD.into(), p.file.size.clone());
+    fields.insert(MTIME_FIELD.into(), p.file.mtime.clone());
+    fields.insert(SHA256_FIELD.into(), p.file.sha256.clone());
     Document {
-        id: p.id.clone(),
+        id,
         vector: Some(vector),
         text,
         fields,
@@ -339,7 +513,7 @@ fn report_text(r: &Report) -> Option<String> {
     Some(r.asserted_text().unwrap_or_default())
 }
 
-fn report_document(r: &Report) -> Option<Document> {
+fn report_document(r: &Report, privacy: &IndexPrivacy) -> Option<Document> {
     let text = report_text(r)?;
     let mut fields: std::collections::BTreeMap<String, String> = r.meta.clone();
     for (k, v) in &r.sections {
@@ -347,8 +521,9 @@ fn report_document(r: &Report) -> Option<Document> {
             fields.insert(k.clone(), v.clone());
         }
     }
+    privacy.clean_fields(&mut fields);
     Some(Document {
-        id: r.key.clone(),
+        id: privacy.stored_id(&r.key),
         vector: None,
         text: Some(text),
         fields,
