@@ -6,6 +6,7 @@
 //! candle-transformers (ViT, BERT); this module adds the projections, the preprocessing and the
 //! fingerprint that ties an index to the model that built it.
 
+pub mod cnn;
 mod config;
 mod dual;
 mod init;
