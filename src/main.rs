@@ -343,6 +343,14 @@ fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
         }
     }
     let model = load_model(&args.model)?;
+    if !args.inputs.is_empty() && !model.has_image_tower() {
+        bail!(
+            "model {} ({}) embeds text only and cannot index images; pass --model with an \
+             image or dual model, or index reports alone with --reports",
+            model.name(),
+            model.layout()
+        );
+    }
     let reports = match &args.reports {
         Some(path) => {
             let columns = TableColumns {
@@ -378,7 +386,7 @@ fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
                 args.out.display(),
                 writer.spec().model_name,
                 writer.spec().model_fingerprint,
-                model.config().name,
+                model.name(),
                 model.fingerprint()
             );
         }
@@ -387,7 +395,7 @@ fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
         let spec = IndexSpec {
             dim: model.dim(),
             model_fingerprint: model.fingerprint().to_string(),
-            model_name: model.config().name.clone(),
+            model_name: model.name().to_string(),
         };
         IndexWriter::create(&args.out, spec)
             .with_context(|| format!("creating index {}", args.out.display()))?
@@ -709,7 +717,7 @@ fn cmd_model_init(
     println!(
         "created {} ({}, embed dim {}, fingerprint {})",
         dir.display(),
-        model.config().name,
+        model.name(),
         model.dim(),
         model.fingerprint()
     );

@@ -83,6 +83,53 @@ pub struct PreprocessConfig {
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
     pub resize: ResizeMode,
+    /// The resampling filter. Project models use the float triangle filter (the default, not
+    /// written); public checkpoints use Pillow's, as their reference preprocessing does.
+    #[serde(default, skip_serializing_if = "Resample::is_default")]
+    pub resample: Resample,
+    /// With [`ResizeMode::ShortestSideCentreCrop`]: the shorter side after resizing, when it
+    /// differs from `image_size` (resize to 256, crop 224). Absent: `image_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize_to: Option<usize>,
+    /// How the centre crop's offset is rounded when the margin is odd.
+    #[serde(default, skip_serializing_if = "CropRounding::is_default")]
+    pub crop_rounding: CropRounding,
+}
+
+/// Resampling filters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resample {
+    /// A triangle filter on `f32` pixels (the `image` crate's), widened when downscaling.
+    #[default]
+    Triangle,
+    /// Pillow's bicubic on 8-bit pixels, bit for bit (Hugging Face processors, open_clip).
+    PilBicubic,
+    /// Pillow's bilinear on 8-bit pixels, bit for bit.
+    PilBilinear,
+}
+
+impl Resample {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Rounding of the centre crop's offset, `(resized - crop) / 2`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CropRounding {
+    /// Round down (Hugging Face image processors).
+    #[default]
+    Floor,
+    /// Round half to even (torchvision's `CenterCrop`, used by open_clip).
+    HalfEven,
+}
+
+impl CropRounding {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// How the image is fitted to the square input.

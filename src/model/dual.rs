@@ -1,14 +1,17 @@
-//! The dual encoder: image tower, text tower, linear projections into a shared space, and the
-//! tokenizer, loaded from a model folder.
+//! The dual encoder: an image tower and a text tower (either may be absent), each with its head
+//! into a shared space, its preprocessing or tokenizer, loaded from a model folder: the project's
+//! own, or a public checkpoint layout (`checkpoint/`).
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{linear_no_bias, Linear, VarBuilder};
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::{linear_no_bias, VarBuilder};
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
+use super::checkpoint::{self, ModelLayout};
 use super::config::{ImageTowerConfig, ModelConfig, TextTowerConfig};
+use super::encoders::{ImageEncoder, ImageTower, Padding, Projection, TextEncoder, TextTower};
 use super::preprocess::to_model_input;
 use super::towers::{BertTower, VitTower};
 use crate::ingest::GreyImage;
@@ -36,6 +39,17 @@ pub enum ModelError {
         path: PathBuf,
         source: candle_core::Error,
     },
+    #[error("{path}: tensor `{name}` is missing")]
+    MissingTensor { path: PathBuf, name: String },
+    #[error("{path}: unsupported checkpoint: {reason}")]
+    Unsupported { path: PathBuf, reason: String },
+    #[error(
+        "model {model} ({layout}) has no text tower: it embeds images only, so it serves \
+         image-to-image search (`--image`), not text queries"
+    )]
+    NoTextTower { model: String, layout: ModelLayout },
+    #[error("model {model} ({layout}) has no image tower: it embeds text only")]
+    NoImageTower { model: String, layout: ModelLayout },
     #[error("tokenizer: {0}")]
     Tokenize(String),
     #[error("device: {0}")]
@@ -46,19 +60,46 @@ pub enum ModelError {
 
 /// A loaded dual encoder, ready to embed images and text into the same normalised space.
 pub struct DualEncoder {
-    config: ModelConfig,
-    image_tower: VitTower,
-    text_tower: BertTower,
-    visual_projection: Linear,
-    text_projection: Linear,
-    tokenizer: Tokenizer,
+    name: String,
+    layout: ModelLayout,
+    /// The project config, for project folders (training reads it).
+    config: Option<ModelConfig>,
+    embed_dim: usize,
+    image: Option<ImageEncoder>,
+    text: Option<TextEncoder>,
     fingerprint: String,
     device: Device,
 }
 
 impl DualEncoder {
-    /// Loads `config.json`, `tokenizer.json` and `model.safetensors` from `dir`.
+    /// Loads a model folder: the project's own (`config.json` with `embed_dim`, `image`, `text`;
+    /// `tokenizer.json`; `model.safetensors`) or a public checkpoint recognised by its files
+    /// (see [`ModelLayout`]). The one entry point for indexing, search and classification.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+        let layout = checkpoint::detect(dir)?;
+        if layout == ModelLayout::Project {
+            return Self::load_project(dir, device);
+        }
+        let parts = checkpoint::load(dir, layout, device)?;
+        let fingerprint = fingerprint_files(layout, &parts.files)?;
+        let folder = dir
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| dir.display().to_string());
+        Ok(Self {
+            name: folder,
+            layout,
+            config: None,
+            embed_dim: parts.embed_dim,
+            image: parts.image,
+            text: parts.text,
+            fingerprint,
+            device: device.clone(),
+        })
+    }
+
+    fn load_project(dir: &Path, device: &Device) -> Result<Self, ModelError> {
         let config_path = dir.join(CONFIG_FILE);
         let weights_path = dir.join(WEIGHTS_FILE);
         let tokenizer_path = dir.join(TOKENIZER_FILE);
@@ -111,8 +152,8 @@ impl DualEncoder {
         Self::from_var_builder(config, tokenizer, fingerprint, vb, device).map_err(weights_err)
     }
 
-    /// Builds the model from any variable source (a checkpoint, or a `VarMap` for training and
-    /// initialisation).
+    /// Builds a project-format model from any variable source (a checkpoint, or a `VarMap` for
+    /// training and initialisation).
     pub fn from_var_builder(
         config: ModelConfig,
         tokenizer: Tokenizer,
@@ -137,19 +178,42 @@ impl DualEncoder {
             vb.pp("text_projection"),
         )?;
         Ok(Self {
-            config,
-            image_tower,
-            text_tower,
-            visual_projection,
-            text_projection,
-            tokenizer,
+            name: config.name.clone(),
+            layout: ModelLayout::Project,
+            embed_dim: config.embed_dim,
+            image: Some(ImageEncoder {
+                tower: ImageTower::Vit(image_tower),
+                projection: Projection::Linear(visual_projection),
+                preprocess: config.image.preprocess().clone(),
+            }),
+            text: Some(TextEncoder {
+                tower: TextTower::Bert(text_tower),
+                projection: Projection::Linear(text_projection),
+                tokenizer,
+                max_len: config.text.max_len(),
+                padding: Padding::Longest,
+            }),
+            config: Some(config),
             fingerprint,
             device: device.clone(),
         })
     }
 
-    pub fn config(&self) -> &ModelConfig {
-        &self.config
+    /// The project config, for models in the project's own format (`None` for public
+    /// checkpoints, which keep their own configs).
+    pub fn config(&self) -> Option<&ModelConfig> {
+        self.config.as_ref()
+    }
+
+    /// Human-readable name recorded in every index the model builds: the project config's
+    /// `name`, or a checkpoint's folder name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Which on-disk layout the model was loaded from.
+    pub fn layout(&self) -> ModelLayout {
+        self.layout
     }
 
     /// Identifies the exact weights and configuration; an index built by one model refuses
@@ -159,55 +223,94 @@ impl DualEncoder {
     }
 
     pub fn dim(&self) -> usize {
-        self.config.embed_dim
+        self.embed_dim
     }
 
     pub fn device(&self) -> &Device {
         &self.device
     }
 
+    /// Whether the model embeds images (all but text-only BERT models).
+    pub fn has_image_tower(&self) -> bool {
+        self.image.is_some()
+    }
+
+    /// Whether the model embeds text (all but image-only models such as RAD-DINO).
+    pub fn has_text_tower(&self) -> bool {
+        self.text.is_some()
+    }
+
+    fn image_encoder(&self) -> Result<&ImageEncoder, ModelError> {
+        self.image.as_ref().ok_or_else(|| ModelError::NoImageTower {
+            model: self.name.clone(),
+            layout: self.layout,
+        })
+    }
+
+    fn text_encoder(&self) -> Result<&TextEncoder, ModelError> {
+        self.text.as_ref().ok_or_else(|| ModelError::NoTextTower {
+            model: self.name.clone(),
+            layout: self.layout,
+        })
+    }
+
+    /// Preprocessing of the image tower; `None` for text-only models.
+    pub fn preprocess_config(&self) -> Option<&super::PreprocessConfig> {
+        self.image.as_ref().map(|i| &i.preprocess)
+    }
+
     /// Preprocesses one image on the CPU; the result feeds [`Self::embed_inputs`]. Kept separate
-    /// so decode workers can prepare inputs while the device runs the previous batch.
+    /// so decode workers can prepare inputs while the device runs the previous batch. Empty for
+    /// text-only models (which [`Self::embed_inputs`] then refuses).
     pub fn prepare_image(&self, image: &GreyImage) -> Vec<f32> {
-        to_model_input(image, self.config.image.preprocess())
+        match &self.image {
+            Some(enc) => to_model_input(image, &enc.preprocess),
+            None => Vec::new(),
+        }
     }
 
     /// Embeds prepared images (each from [`Self::prepare_image`]); returns one unit vector each.
     pub fn embed_inputs(&self, inputs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let enc = self.image_encoder()?;
         if inputs.is_empty() {
             return Ok(Vec::new());
         }
-        let p = self.config.image.preprocess();
+        let p = &enc.preprocess;
         let flat: Vec<f32> = inputs.iter().flatten().copied().collect();
         let pixels = Tensor::from_vec(
             flat,
             (inputs.len(), p.channels, p.image_size, p.image_size),
             &self.device,
         )?;
-        let embeddings = self.encode_pixels(&pixels)?;
+        let embeddings = enc.forward(&pixels)?;
         Ok(l2_normalise(&embeddings)?.to_vec2::<f32>()?)
     }
 
     /// Projected, *unnormalised* image embeddings of a `(batch, channels, size, size)` tensor of
     /// prepared pixels, as a tensor that stays on the autograd graph (for training).
     pub fn encode_pixels(&self, pixels: &Tensor) -> candle_core::Result<Tensor> {
-        let features = self.image_tower.forward(pixels)?;
-        self.visual_projection.forward(&features)
+        match &self.image {
+            Some(enc) => enc.forward(pixels),
+            None => candle_core::bail!("model {} has no image tower", self.name),
+        }
     }
 
-    /// The tokenizer (truncating to the text tower's positions, no padding).
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
+    /// The tokenizer (truncating to the text tower's positions, no padding); `None` for
+    /// image-only models.
+    pub fn tokenizer(&self) -> Option<&Tokenizer> {
+        self.text.as_ref().map(|t| &t.tokenizer)
     }
 
     /// Embeds decoded images; returns one unit vector each.
     pub fn embed_images(&self, images: &[GreyImage]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.image_encoder()?;
         let inputs: Vec<Vec<f32>> = images.iter().map(|i| self.prepare_image(i)).collect();
         self.embed_inputs(&inputs)
     }
 
     /// Embeds texts (queries or report sentences); returns one unit vector each.
     pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.text_encoder()?;
         if texts.is_empty() {
             return Ok(Vec::new());
         }
@@ -218,31 +321,40 @@ impl DualEncoder {
     /// Projected, *unnormalised* text embeddings `(texts, dim)`, as a tensor that stays on the
     /// autograd graph (for training). `texts` must not be empty.
     pub fn encode_texts(&self, texts: &[&str]) -> Result<Tensor, ModelError> {
+        let enc = self.text_encoder()?;
         let (ids, mask) = self.tokenize(texts)?;
-        let features = self.text_tower.forward(&ids, &mask)?;
-        Ok(self.text_projection.forward(&features)?)
+        Ok(enc.forward(&ids, &mask)?)
     }
 
-    /// Token ids and attention mask, both `(texts, longest)` u32, padded with 0 after each text.
+    /// Token ids and attention mask, both `(texts, len)` u32. Texts are padded after their end
+    /// to the longest of the batch with id 0 and mask 0, or, for towers trained on fixed-length
+    /// inputs (SigLIP), to that length with the model's pad id.
     pub fn tokenize(&self, texts: &[&str]) -> Result<(Tensor, Tensor), ModelError> {
-        let max_len = self.config.text.max_len();
-        let encodings = self
+        let enc = self.text_encoder()?;
+        let max_len = enc.max_len;
+        let encodings = enc
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| ModelError::Tokenize(e.to_string()))?;
-        let len = encodings
-            .iter()
-            .map(|e| e.get_ids().len().min(max_len))
-            .max()
-            .unwrap_or(1)
-            .max(1);
+        let (len, pad_id) = match enc.padding {
+            Padding::Longest => (
+                encodings
+                    .iter()
+                    .map(|e| e.get_ids().len().min(max_len))
+                    .max()
+                    .unwrap_or(1)
+                    .max(1),
+                0,
+            ),
+            Padding::Fixed { length, pad_id } => (length, pad_id),
+        };
         let mut ids = Vec::with_capacity(texts.len() * len);
         let mut mask = Vec::with_capacity(texts.len() * len);
         for e in &encodings {
             let n = e.get_ids().len().min(len);
             ids.extend_from_slice(&e.get_ids()[..n]);
             mask.extend(std::iter::repeat_n(1u32, n));
-            ids.extend(std::iter::repeat_n(0u32, len - n));
+            ids.extend(std::iter::repeat_n(pad_id, len - n));
             mask.extend(std::iter::repeat_n(0u32, len - n));
         }
         Ok((
@@ -255,6 +367,34 @@ impl DualEncoder {
 fn l2_normalise(x: &Tensor) -> candle_core::Result<Tensor> {
     let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
     x.broadcast_div(&(norm + 1e-12)?)
+}
+
+/// SHA-256 over the layout and the content of every file that defines a checkpoint (config,
+/// preprocessing, tokenizer, weights), shortened to 16 hex digits.
+fn fingerprint_files(layout: ModelLayout, files: &[PathBuf]) -> Result<String, ModelError> {
+    let mut hasher = Sha256::new();
+    hasher.update(format!("{layout:?}").as_bytes());
+    for path in files {
+        let mut file = std::fs::File::open(path).map_err(|source| ModelError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        // Each file's length goes first so that content cannot shift between files.
+        let len = file
+            .metadata()
+            .map_err(|source| ModelError::Io {
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        hasher.update(len.to_le_bytes());
+        std::io::copy(&mut file, &mut hasher).map_err(|source| ModelError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    let digest = hasher.finalize();
+    Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// SHA-256 over the config and the weights, shortened to 16 hex digits.

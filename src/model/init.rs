@@ -161,6 +161,9 @@ fn preset_config(name: &str, preset: Preset, vocab_size: usize) -> ModelConfig {
                 mean: vec![0.5],
                 std: vec![0.25],
                 resize: ResizeMode::Squash,
+                resample: Default::default(),
+                resize_to: None,
+                crop_rounding: Default::default(),
             },
         },
         text: TextTowerConfig::Bert {

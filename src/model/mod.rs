@@ -1,19 +1,30 @@
 //! Encoders on candle: a dual encoder that maps chest X-rays and report text into one
 //! L2-normalised space (CLIP, Radford et al. 2021; ELIXR-C, Xu et al. 2023).
 //!
-//! A model is a folder: `config.json` (towers, dimensions, preprocessing), `tokenizer.json`
-//! (a Hugging Face tokenizer) and `model.safetensors`. The towers come from
-//! candle-transformers (ViT, BERT); this module adds the projections, the preprocessing and the
+//! A model is a folder. The project's own: `config.json` (towers, dimensions, preprocessing),
+//! `tokenizer.json` (a Hugging Face tokenizer) and `model.safetensors`. Public checkpoints are
+//! read in their published layouts (`checkpoint/`: Hugging Face CLIP, SigLIP, DINOv2, BERT,
+//! CXR-BERT; open_clip BiomedCLIP), each with its own preprocessing. The towers come from
+//! candle-transformers where it has them (ViT, BERT, CLIP, SigLIP) and from `prenorm_vit` for
+//! timm and HF DINOv2 names; this module adds the projections, the preprocessing and the
 //! fingerprint that ties an index to the model that built it.
 
+mod checkpoint;
 pub mod cnn;
 mod config;
 mod dual;
+mod encoders;
 mod init;
+mod pil;
+mod prenorm_vit;
 mod preprocess;
 mod towers;
 
-pub use config::{ImageTowerConfig, ModelConfig, PreprocessConfig, ResizeMode, TextTowerConfig};
+pub use checkpoint::ModelLayout;
+pub use config::{
+    CropRounding, ImageTowerConfig, ModelConfig, PreprocessConfig, Resample, ResizeMode,
+    TextTowerConfig,
+};
 pub use dual::{DualEncoder, ModelError, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 pub use init::{init_random, InitOptions, Preset};
 pub use preprocess::to_model_input;

@@ -712,7 +712,7 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         trainer.save(out.path(), Some("trained")).unwrap();
         let loaded = DualEncoder::load(out.path(), &Device::Cpu).unwrap();
-        assert_eq!(loaded.config().name, "trained");
+        assert_eq!(loaded.name(), "trained");
         let a = loaded.embed_texts(&["pleural effusion"]).unwrap();
         let b = trainer.model().embed_texts(&["pleural effusion"]).unwrap();
         let diff: f32 = a[0].iter().zip(&b[0]).map(|(x, y)| (x - y).abs()).sum();
