@@ -494,4 +494,61 @@ fn incremental_updates_delete_and_compact() {
     assert_eq!(search_ids(), before);
     let o = cxr(&["check", i]);
     assert!(o.status.success(), "{:?}", text(&o));
+
+/// Public checkpoint folders work with `--model` like the project's own: RAD-DINO's layout
+/// (image only) indexes and answers image queries, refuses text queries with a clear message,
+/// and the index records it; a text-only BERT cannot index images.
+#[test]
+fn checkpoint_folders_index_search_and_refuse_what_they_cannot_embed() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity");
+    let dino = fixtures.join("dinov2");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    std::fs::create_dir(&archive).unwrap();
+    let png = archive.join("a.png");
+    std::fs::copy(fixtures.join("image.png"), &png).unwrap();
+    let idx = dir.path().join("idx");
+    let i = idx.to_str().unwrap();
+    let a = archive.to_str().unwrap();
+    let o = cxr(&["index", a, "--out", i, "--model", dino.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+
+    let (info, _) = text(&cxr(&["info", i]));
+    assert!(info.contains("dinov2"), "{info}");
+
+    let o = cxr(&[
+        "search",
+        i,
+        "--image",
+        png.to_str().unwrap(),
+        "--model",
+        dino.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("a"), "{out}");
+
+    let o = cxr(&[
+        "search",
+        i,
+        "--text",
+        "effusion",
+        "--model",
+        dino.to_str().unwrap(),
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("no text tower"), "{err}");
+
+    let o = cxr(&[
+        "index",
+        a,
+        "--out",
+        dir.path().join("idx2").to_str().unwrap(),
+        "--model",
+        fixtures.join("bert").to_str().unwrap(),
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("text only"), "{err}");
 }

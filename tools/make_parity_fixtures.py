@@ -400,6 +400,10 @@ def make_cxr_bert(root, png):
     randomise(model, 16)
     # The hub checkpoint is a torch pickle (pytorch_model.bin): exercise that reader here.
     model.save_pretrained(out, safe_serialization=False)
+    # As on the hub, the folder has vocab.txt and tokenizer_config.json but no tokenizer.json:
+    # the engine builds the WordPiece tokenizer itself.
+    os.remove(os.path.join(out, "tokenizer.json"))
+    os.remove(os.path.join(out, "generation_config.json"))
     enc = tok(TEXTS, padding=True, return_tensors="pt")
     with torch.no_grad():
         txt = model.projected_cls(enc["input_ids"], enc["attention_mask"])

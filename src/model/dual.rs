@@ -30,6 +30,8 @@ pub enum ModelError {
     },
     #[error("{path}: not a model folder: {reason} (create one with `cxr model init DIR`)")]
     NotAModel { path: PathBuf, reason: String },
+    #[error("{path}: incomplete checkpoint folder: {reason}")]
+    IncompleteCheckpoint { path: PathBuf, reason: String },
     #[error("{path}: bad config: {reason}")]
     Config { path: PathBuf, reason: String },
     #[error("{path}: cannot load tokenizer: {reason}")]

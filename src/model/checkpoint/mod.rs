@@ -160,7 +160,7 @@ impl Weights {
         let Some(path) = candidates.iter().map(|c| dir.join(c)).find(|p| p.is_file()) else {
             let sharded = dir.join("model.safetensors.index.json").is_file()
                 || dir.join("pytorch_model.bin.index.json").is_file();
-            return Err(ModelError::NotAModel {
+            return Err(ModelError::IncompleteCheckpoint {
                 path: dir.to_path_buf(),
                 reason: if sharded {
                     "weights split into shards are not supported; merge them into one \
@@ -247,29 +247,38 @@ impl Weights {
     }
 }
 
-/// Loads `tokenizer.json`, truncating to `max_len` tokens, without padding.
+const VOCAB_FILE: &str = "vocab.txt";
+
+/// Loads `tokenizer.json`, or for BERT-style folders that publish only `vocab.txt` (CXR-BERT),
+/// builds the WordPiece tokenizer transformers' `BertTokenizerFast` would build from it;
+/// truncating to `max_len` tokens, without padding. Returns the file that defines it.
 pub(crate) fn tokenizer(dir: &Path, max_len: usize) -> Result<(Tokenizer, PathBuf), ModelError> {
     let path = dir.join(TOKENIZER_FILE);
-    if !path.is_file() {
+    let vocab = dir.join(VOCAB_FILE);
+    let (mut tok, path) = if path.is_file() {
+        let tok = Tokenizer::from_file(&path).map_err(|e| ModelError::Tokenizer {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        (tok, path)
+    } else if vocab.is_file() {
+        (wordpiece_from_vocab(dir, &vocab)?, vocab)
+    } else {
         let hint = if dir.join("spiece.model").is_file() {
             " (this folder has a SentencePiece spiece.model; save the tokenizer as tokenizer.json \
              with the `tokenizers` library)"
-        } else if dir.join("vocab.txt").is_file() {
-            " (this folder has a WordPiece vocab.txt; save it as tokenizer.json with \
-             transformers' BertTokenizerFast(vocab_file).save_pretrained)"
         } else {
             ""
         };
-        return Err(ModelError::NotAModel {
+        return Err(ModelError::IncompleteCheckpoint {
             path: dir.to_path_buf(),
-            reason: format!("{TOKENIZER_FILE} is missing{hint}"),
+            reason: format!("neither {TOKENIZER_FILE} nor {VOCAB_FILE} is there{hint}"),
         });
-    }
+    };
     let tok_err = |e: tokenizers::Error| ModelError::Tokenizer {
         path: path.clone(),
         reason: e.to_string(),
     };
-    let mut tok = Tokenizer::from_file(&path).map_err(tok_err)?;
     tok.with_truncation(Some(tokenizers::TruncationParams {
         max_length: max_len,
         ..Default::default()
@@ -277,6 +286,79 @@ pub(crate) fn tokenizer(dir: &Path, max_len: usize) -> Result<(Tokenizer, PathBu
     .map_err(tok_err)?;
     tok.with_padding(None);
     Ok((tok, path))
+}
+
+/// BERT's tokenizer from `vocab.txt` and `tokenizer_config.json` (`do_lower_case`,
+/// `strip_accents`, `tokenize_chinese_chars`, special tokens), as transformers converts a
+/// `BertTokenizer`: BERT normaliser, BERT pre-tokeniser, WordPiece with `##` continuations,
+/// `[CLS] ... [SEP]` around each text.
+fn wordpiece_from_vocab(dir: &Path, vocab: &Path) -> Result<Tokenizer, ModelError> {
+    use tokenizers::models::wordpiece::WordPiece;
+    use tokenizers::normalizers::BertNormalizer;
+    use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+    use tokenizers::processors::bert::BertProcessing;
+    use tokenizers::AddedToken;
+
+    let config_path = dir.join("tokenizer_config.json");
+    let config = if config_path.is_file() {
+        read_json(&config_path)?
+    } else {
+        Value::Null
+    };
+    let flag =
+        |key: &str, default: bool| config.get(key).and_then(Value::as_bool).unwrap_or(default);
+    let token = |key: &str, default: &str| {
+        config
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or(default)
+            .to_string()
+    };
+    let lowercase = flag("do_lower_case", true);
+    let strip_accents = config.get("strip_accents").and_then(Value::as_bool);
+    let (cls, sep, unk, pad, mask) = (
+        token("cls_token", "[CLS]"),
+        token("sep_token", "[SEP]"),
+        token("unk_token", "[UNK]"),
+        token("pad_token", "[PAD]"),
+        token("mask_token", "[MASK]"),
+    );
+    let err = |reason: String| ModelError::Tokenizer {
+        path: vocab.to_path_buf(),
+        reason,
+    };
+    let model = WordPiece::from_file(&vocab.to_string_lossy())
+        .unk_token(unk.clone())
+        .continuing_subword_prefix("##".into())
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    let mut tok = Tokenizer::new(model);
+    tok.with_normalizer(Some(BertNormalizer::new(
+        true,
+        flag("tokenize_chinese_chars", true),
+        strip_accents,
+        lowercase,
+    )))
+    .map_err(|e| err(e.to_string()))?;
+    tok.with_pre_tokenizer(Some(BertPreTokenizer));
+    let id = |t: &str| {
+        tok.token_to_id(t)
+            .ok_or_else(|| err(format!("the vocabulary lacks {t}")))
+    };
+    let (cls_id, sep_id) = (id(&cls)?, id(&sep)?);
+    tok.with_post_processor(Some(BertProcessing::new(
+        (sep.clone(), sep_id),
+        (cls.clone(), cls_id),
+    )));
+    tok.with_decoder(Some(tokenizers::decoders::wordpiece::WordPiece::default()));
+    let specials: Vec<AddedToken> = [pad, unk, cls, sep, mask]
+        .into_iter()
+        .filter(|t| tok.token_to_id(t).is_some())
+        .map(|t| AddedToken::from(t, true))
+        .collect();
+    tok.add_special_tokens(specials)
+        .map_err(|e| err(e.to_string()))?;
+    Ok(tok)
 }
 
 /// Reads a Hugging Face image processor config (`preprocessor_config.json`) into the engine's
