@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-TEXTS = ["small left pleural effusion", "no pneumothorax. heart size is normal"]
+TEXTS = ["small left pleural effusion", "No pneumothorax.  Heart size is normal!"]
 
 WORDS = (
     "small left right pleural effusion no pneumothorax heart size is normal "
@@ -180,27 +180,27 @@ def make_clip(root, png):
 
 
 def siglip_tokenizer(folder, max_len):
-    """SigLIP ships a SentencePiece model without a fast tokenizer; the fixture uses a tiny
-    Unigram tokenizer.json in its place (ids end with </s>, padding to max_length with id 1)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, decoders
-    from transformers import PreTrainedTokenizerFast
+    """SigLIP publishes a SentencePiece unigram model (spiece.model) and no tokenizer.json;
+    train a tiny one the same way (pad 0, </s> 1, unk 2, NFKC normaliser) and save it with
+    transformers' SiglipTokenizer, which is also the reference tokenizer."""
+    import io
 
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    for i, w in enumerate(sorted(set(WORDS))):
-        pieces.append(("\u2581" + w, -1.0 - 0.1 * i))
-    for c in "abcdefghijklmnopqrstuvwxyz.,":
-        pieces.append((c, -8.0))
-    pieces.append(("\u2581", -5.0))
-    t = Tokenizer(models.Unigram(pieces, unk_id=2))
-    t.normalizer = normalizers.Sequence([normalizers.Lowercase()])
-    t.pre_tokenizer = pre_tokenizers.Metaspace()
-    t.decoder = decoders.Metaspace()
-    t.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=t, pad_token="<pad>", eos_token="</s>",
-                                  unk_token="<unk>", model_max_length=max_len)
-    tok.pad_token_id  # noqa: B018 (checks the special token resolves)
+    import sentencepiece as spm
+    from transformers import SiglipTokenizer
+
+    sentences = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] + TEXTS
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=buf, vocab_size=60,
+        model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>", hard_vocab_limit=False,
+        minloglevel=2)
+    path = os.path.join(folder, "spiece.model")
+    with open(path, "wb") as f:
+        f.write(buf.getvalue())
+    tok = SiglipTokenizer(vocab_file=path, model_max_length=max_len)
     tok.save_pretrained(folder)
-    return tok, len(pieces)
+    return tok, tok.vocab_size
 
 
 def make_siglip(root, png):
@@ -213,7 +213,7 @@ def make_siglip(root, png):
     cfg = SiglipConfig(
         text_config=dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
                          num_hidden_layers=2, num_attention_heads=2,
-                         max_position_embeddings=max_len, pad_token_id=0, eos_token_id=1),
+                         max_position_embeddings=max_len, pad_token_id=1, eos_token_id=1),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                            num_attention_heads=2, image_size=32, patch_size=8),
     )
@@ -224,7 +224,7 @@ def make_siglip(root, png):
                                 image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
     proc.save_pretrained(out)
     pixels = proc(images=Image.open(png).convert("RGB"), return_tensors="pt")["pixel_values"]
-    # SigLIP was trained on texts padded to max_length, and pools the last position.
+    # SigLIP was trained on texts padded to max_length (with </s>), and pools the last position.
     enc = tok(TEXTS, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt")
     with torch.no_grad():
         img = model.get_image_features(pixel_values=pixels)[0]

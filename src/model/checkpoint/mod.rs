@@ -10,6 +10,7 @@ mod bert;
 mod clip;
 mod dinov2;
 mod open_clip;
+mod sentencepiece;
 mod siglip;
 
 use std::collections::HashMap;
@@ -252,9 +253,13 @@ const VOCAB_FILE: &str = "vocab.txt";
 /// Loads `tokenizer.json`, or for BERT-style folders that publish only `vocab.txt` (CXR-BERT),
 /// builds the WordPiece tokenizer transformers' `BertTokenizerFast` would build from it;
 /// truncating to `max_len` tokens, without padding. Returns the file that defines it.
+/// SigLIP's SentencePiece model, read when a SigLIP folder has no `tokenizer.json`.
+const SPIECE_FILE: &str = "spiece.model";
+
 pub(crate) fn tokenizer(dir: &Path, max_len: usize) -> Result<(Tokenizer, PathBuf), ModelError> {
     let path = dir.join(TOKENIZER_FILE);
     let vocab = dir.join(VOCAB_FILE);
+    let spiece = dir.join(SPIECE_FILE);
     let (mut tok, path) = if path.is_file() {
         let tok = Tokenizer::from_file(&path).map_err(|e| ModelError::Tokenizer {
             path: path.clone(),
@@ -263,16 +268,24 @@ pub(crate) fn tokenizer(dir: &Path, max_len: usize) -> Result<(Tokenizer, PathBu
         (tok, path)
     } else if vocab.is_file() {
         (wordpiece_from_vocab(dir, &vocab)?, vocab)
+    } else if spiece.is_file() && detect(dir).ok() == Some(ModelLayout::HfSiglip) {
+        let config = tokenizer_config(dir)?;
+        let lowercase = config
+            .get("do_lower_case")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        let eos = special_token(&config, "eos_token").unwrap_or_else(|| "</s>".into());
+        (
+            sentencepiece::siglip_tokenizer(&spiece, lowercase, &eos)?,
+            spiece,
+        )
     } else {
-        let hint = if dir.join("spiece.model").is_file() {
-            " (this folder has a SentencePiece spiece.model; save the tokenizer as tokenizer.json \
-             with the `tokenizers` library)"
-        } else {
-            ""
-        };
         return Err(ModelError::IncompleteCheckpoint {
             path: dir.to_path_buf(),
-            reason: format!("neither {TOKENIZER_FILE} nor {VOCAB_FILE} is there{hint}"),
+            reason: format!(
+                "no tokenizer: {TOKENIZER_FILE} is missing (and there is no {VOCAB_FILE}, nor \
+                 for SigLIP a {SPIECE_FILE})"
+            ),
         });
     };
     let tok_err = |e: tokenizers::Error| ModelError::Tokenizer {
@@ -288,6 +301,24 @@ pub(crate) fn tokenizer(dir: &Path, max_len: usize) -> Result<(Tokenizer, PathBu
     Ok((tok, path))
 }
 
+/// `tokenizer_config.json`, or `null` when the folder has none.
+fn tokenizer_config(dir: &Path) -> Result<Value, ModelError> {
+    let path = dir.join("tokenizer_config.json");
+    if path.is_file() {
+        read_json(&path)
+    } else {
+        Ok(Value::Null)
+    }
+}
+
+/// A special token of `tokenizer_config.json`: a string, or an `AddedToken` object's `content`.
+fn special_token(config: &Value, key: &str) -> Option<String> {
+    let v = config.get(key)?;
+    v.as_str()
+        .or_else(|| v.get("content").and_then(Value::as_str))
+        .map(str::to_string)
+}
+
 /// BERT's tokenizer from `vocab.txt` and `tokenizer_config.json` (`do_lower_case`,
 /// `strip_accents`, `tokenize_chinese_chars`, special tokens), as transformers converts a
 /// `BertTokenizer`: BERT normaliser, BERT pre-tokeniser, WordPiece with `##` continuations,
@@ -299,20 +330,11 @@ fn wordpiece_from_vocab(dir: &Path, vocab: &Path) -> Result<Tokenizer, ModelErro
     use tokenizers::processors::bert::BertProcessing;
     use tokenizers::AddedToken;
 
-    let config_path = dir.join("tokenizer_config.json");
-    let config = if config_path.is_file() {
-        read_json(&config_path)?
-    } else {
-        Value::Null
-    };
+    let config = tokenizer_config(dir)?;
     let flag =
         |key: &str, default: bool| config.get(key).and_then(Value::as_bool).unwrap_or(default);
     let token = |key: &str, default: &str| {
-        config
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or(default)
-            .to_string()
+        special_token(&config, key).unwrap_or_else(|| default.to_string())
     };
     let lowercase = flag("do_lower_case", true);
     let strip_accents = config.get("strip_accents").and_then(Value::as_bool);

@@ -4,7 +4,8 @@
 //! attention-pooled output, the text embedding the head over the last position, as
 //! `SiglipModel.get_image_features` / `get_text_features` compute; SigLIP was trained on texts
 //! padded to `max_position_embeddings` with the pad id and no attention mask, so queries are
-//! padded the same way. SigLIP publishes a SentencePiece model; the engine reads `tokenizer.json`.
+//! padded the same way. SigLIP publishes a SentencePiece model (`spiece.model`), read by
+//! `sentencepiece.rs` when the folder has no `tokenizer.json`.
 
 use std::path::Path;
 
