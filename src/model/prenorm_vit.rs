@@ -154,6 +154,13 @@ pub struct PreNormVit {
 impl PreNormVit {
     pub fn new(cfg: &PreNormVitConfig, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
+        if cfg.num_heads == 0 || !h.is_multiple_of(cfg.num_heads) || cfg.patch_size == 0 {
+            candle_core::bail!(
+                "bad ViT shape: width {h}, {} heads, patch {}",
+                cfg.num_heads,
+                cfg.patch_size
+            );
+        }
         let grid = cfg.image_size / cfg.patch_size;
         let positions = grid * grid + 1;
         let (patch_vb, cls_name, pos_name, blocks_vb, norm_vb) = match cfg.names {

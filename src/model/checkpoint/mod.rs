@@ -446,12 +446,19 @@ pub(crate) fn hf_preprocess(
                 Some(edge as usize),
             )
         }
-        // A size with a crop is a shorter-side resize (older processor configs write an integer).
-        (None, Some(n)) if do_crop => (
+        // An integer size with a crop is a shorter-side resize (older processor configs).
+        (None, Some(n)) if do_crop && size.is_number() => (
             ResizeMode::ShortestSideCentreCrop,
             crop.unwrap_or(n),
             Some(n),
         ),
+        // Both sides to n, then a crop: the same as the resize alone when nothing is cropped.
+        (None, Some(n)) if do_crop && crop.is_some_and(|c| c != n) => {
+            return Err(bad(format!(
+                "resizing to {n}x{n} and then cropping to {0}x{0} is not supported",
+                crop.unwrap_or(n)
+            )))
+        }
         (None, Some(n)) => (ResizeMode::Squash, n, None),
         (None, None) => (default.resize, default.image_size, default.resize_to),
     };
@@ -518,3 +525,61 @@ pub(crate) fn hf_preprocess(
 /// CLIP's normalisation constants (OpenAI), used by CLIP and BiomedCLIP.
 pub(crate) const OPENAI_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 pub(crate) const OPENAI_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default() -> PreprocessConfig {
+        PreprocessConfig {
+            image_size: 224,
+            channels: 3,
+            mean: vec![0.5],
+            std: vec![0.5],
+            resize: ResizeMode::Squash,
+            resample: Resample::PilBicubic,
+            resize_to: None,
+            crop_rounding: CropRounding::Floor,
+        }
+    }
+
+    fn read(json: &str) -> Result<PreprocessConfig, ModelError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(PREPROCESSOR_FILE), json).unwrap();
+        hf_preprocess(dir.path(), 3, default()).map(|(p, _)| p)
+    }
+
+    #[test]
+    fn reads_rad_dino_style_processors() {
+        let p = read(
+            r#"{"image_processor_type": "BitImageProcessor", "do_center_crop": true,
+                "crop_size": {"height": 518, "width": 518}, "size": {"shortest_edge": 518},
+                "resample": 3, "image_mean": [0.5307, 0.5307, 0.5307],
+                "image_std": [0.2583, 0.2583, 0.2583]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.resize, ResizeMode::ShortestSideCentreCrop);
+        assert_eq!((p.image_size, p.resize_to), (518, Some(518)));
+        assert_eq!(p.resample, Resample::PilBicubic);
+        assert_eq!(p.mean, vec![0.5307; 3]);
+    }
+
+    #[test]
+    fn reads_legacy_and_square_sizes_and_refuses_the_rest() {
+        let p = read(r#"{"size": 256, "crop_size": 224, "do_center_crop": true}"#).unwrap();
+        assert_eq!(p.resize, ResizeMode::ShortestSideCentreCrop);
+        assert_eq!((p.image_size, p.resize_to), (224, Some(256)));
+        let p = read(r#"{"size": {"height": 384, "width": 384}, "resample": 2}"#).unwrap();
+        assert_eq!((p.resize, p.image_size), (ResizeMode::Squash, 384));
+        assert_eq!(p.resample, Resample::PilBilinear);
+        for bad in [
+            r#"{"size": {"height": 256, "width": 256}, "do_center_crop": true, "crop_size": 224}"#,
+            r#"{"size": {"shortest_edge": 224}}"#,
+            r#"{"size": {"height": 224, "width": 200}}"#,
+            r#"{"size": 224, "resample": 1}"#,
+            r#"{"size": 224, "rescale_factor": 0.5}"#,
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+    }
+}
