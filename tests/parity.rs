@@ -140,22 +140,35 @@ fn check(layout_dir: &str, layout: ModelLayout) -> DualEncoder {
     model
 }
 
+/// CLIP: `get_image_features` (post-layer-normed CLS through `visual_projection`) and
+/// `get_text_features` (end-of-text state through `text_projection`), i.e. post-projection,
+/// compared unnormalised and normalised; preprocessing is `CLIPImageProcessor` (shorter side,
+/// centre crop, Pillow bicubic).
 #[test]
 fn clip_matches_transformers() {
     let m = check("clip", ModelLayout::HfClip);
     assert!(m.has_image_tower() && m.has_text_tower());
 }
 
+/// SigLIP: `get_image_features` (attention-pooled) and `get_text_features` (last position
+/// through the head, texts padded to max_length), post-projection, unnormalised and normalised;
+/// preprocessing is `SiglipImageProcessor` (both sides resized), tokens from `SiglipTokenizer`
+/// over the fixture's `spiece.model`.
 #[test]
 fn siglip_matches_transformers() {
     check("siglip", ModelLayout::HfSiglip);
 }
 
+/// BiomedCLIP (open_clip): `encode_image` (timm CLS through `visual.head.proj`) and
+/// `encode_text` (BERT CLS through the MLP `text.proj`), post-projection, unnormalised and
+/// normalised; preprocessing is open_clip's eval transform (torchvision resize + centre crop).
 #[test]
 fn biomedclip_matches_open_clip() {
     check("biomedclip", ModelLayout::OpenClip);
 }
 
+/// RAD-DINO (`Dinov2Model`): `pooler_output` (final-normed CLS; there is no projection),
+/// unnormalised and normalised; preprocessing is `BitImageProcessor` (resize 36, crop 32).
 #[test]
 fn rad_dino_matches_transformers_and_refuses_text() {
     let m = check("dinov2", ModelLayout::HfDinov2);
@@ -169,6 +182,7 @@ fn rad_dino_matches_transformers_and_refuses_text() {
     );
 }
 
+/// Plain `BertModel`: the last layer's CLS token (no projection), unnormalised and normalised.
 #[test]
 fn bert_matches_transformers_and_refuses_images() {
     let m = check("bert", ModelLayout::HfBert);
@@ -177,6 +191,9 @@ fn bert_matches_transformers_and_refuses_images() {
     assert!(matches!(err, ModelError::NoImageTower { .. }), "{err}");
 }
 
+/// CXR-BERT: the CLS token through `cls_projection_head` (post-projection), unnormalised and
+/// normalised (the normalised one is what `get_projected_text_embeddings` returns); the
+/// tokenizer is built from `vocab.txt`, as the hub folder has no `tokenizer.json`.
 #[test]
 fn cxr_bert_matches_its_reference_head() {
     let m = check("cxr_bert", ModelLayout::CxrBert);
