@@ -494,6 +494,7 @@ fn incremental_updates_delete_and_compact() {
     assert_eq!(search_ids(), before);
     let o = cxr(&["check", i]);
     assert!(o.status.success(), "{:?}", text(&o));
+}
 
 /// Public checkpoint folders work with `--model` like the project's own: RAD-DINO's layout
 /// (image only) indexes and answers image queries, refuses text queries with a clear message,
