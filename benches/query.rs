@@ -1,0 +1,215 @@
+//! Row 4 (query side) of the peer comparison: index open time and text-query latency on a
+//! large index.
+//!
+//! The index is built through cxr-index's API, not by `cxr index`, so the model is not the
+//! bottleneck: `--n` documents, each with a vector from `benches/peers/vecdata.py`'s clustered
+//! set and a report made of 2 to 6 sentences drawn (seeded) from the IU reports, a `view`
+//! field, and the fingerprint of `--model`, so that the real query path works on it. Then:
+//! `Index::open` (median of several, page cache warm), and per query text (the dev queries of
+//! `../shared/bench`), p50 and p99 of: the full text query (`Searcher::search_text`: embed the
+//! query, HNSW search, BM25, fusion), and its parts (embedding, BM25 alone, vector alone).
+//!
+//! `cargo bench --bench query -- --data-dir DIR --n N --model DIR --reports FILE
+//!  --queries FILE --index-dir DIR [--reuse]`
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::Parser;
+use cxr_index::{Document, Index, IndexSpec, IndexWriter};
+use cxr_search::model::DualEncoder;
+use cxr_search::search::{SearchOptions, Searcher};
+use serde_json::json;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long, default_value_t = 100_000)]
+    n: usize,
+    #[arg(long)]
+    model: PathBuf,
+    /// IU reports (JSON lines with findings and impression): the sentence pool.
+    #[arg(long)]
+    reports: PathBuf,
+    /// Query texts (JSON lines with a `text` field).
+    #[arg(long)]
+    queries: PathBuf,
+    #[arg(long)]
+    index_dir: PathBuf,
+    /// Keep an existing index folder built for the same size and model.
+    #[arg(long)]
+    reuse: bool,
+    /// Passes over the query set.
+    #[arg(long, default_value_t = 20)]
+    rounds: usize,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// SplitMix64: a small seeded generator, so every run builds the same index.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn sentences(reports: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for line in reports.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).context("parsing a report line")?;
+        for key in ["findings", "impression"] {
+            let text = v.get(key).and_then(|x| x.as_str()).unwrap_or("");
+            out.extend(
+                text.split(". ")
+                    .map(|s| s.trim().trim_end_matches('.').to_string())
+                    .filter(|s| s.len() > 3)
+                    .map(|s| format!("{s}.")),
+            );
+        }
+    }
+    if out.is_empty() {
+        bail!("no sentences in the reports");
+    }
+    Ok(out)
+}
+
+fn build(args: &Args, model: &DualEncoder) -> Result<()> {
+    if args.index_dir.exists() {
+        std::fs::remove_dir_all(&args.index_dir)?;
+    }
+    let data = common::VectorData::load(&args.data_dir, args.n)?;
+    let pool = sentences(&std::fs::read_to_string(&args.reports)?)?;
+    let spec = IndexSpec {
+        dim: data.dim,
+        model_fingerprint: model.fingerprint().to_string(),
+        model_name: model.config().name.clone(),
+    };
+    let start = Instant::now();
+    let mut writer = IndexWriter::create(&args.index_dir, spec)?;
+    let mut rng = Rng(42);
+    let views = ["PA", "AP", "LATERAL"];
+    for (i, v) in data.base.chunks_exact(data.dim).enumerate() {
+        let count = 2 + rng.below(5);
+        let text: Vec<&str> = (0..count)
+            .map(|_| pool[rng.below(pool.len())].as_str())
+            .collect();
+        let mut fields = BTreeMap::new();
+        fields.insert("view".to_string(), views[rng.below(3)].to_string());
+        writer.add(Document {
+            id: format!("doc{i:07}"),
+            vector: Some(v.to_vec()),
+            text: Some(text.join(" ")),
+            fields,
+        })?;
+    }
+    writer.commit()?;
+    common::emit(
+        json!({"row": "query", "impl": "ours", "what": "build", "n": args.n,
+        "seconds": start.elapsed().as_secs_f64(), "threads": common::threads()}),
+    );
+    Ok(())
+}
+
+fn percentiles(name: &str, n: usize, mut ms: Vec<f64>) {
+    let p50 = common::quantile(&mut ms, 0.50);
+    let p99 = common::quantile(&mut ms, 0.99);
+    let mean = ms.iter().sum::<f64>() / ms.len().max(1) as f64;
+    eprintln!("{name}: p50 {p50:.2} ms, p99 {p99:.2} ms");
+    common::emit(json!({"row": "query", "impl": "ours", "what": name, "n": n,
+        "threads": common::threads(), "samples": ms.len(), "p50_ms": p50, "p99_ms": p99,
+        "mean_ms": mean}));
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let t = Instant::now();
+    let model = DualEncoder::load(&args.model, &Device::Cpu)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let model_load = t.elapsed().as_secs_f64();
+    let fresh = match Index::open(&args.index_dir) {
+        Ok(index) => {
+            !(args.reuse && index.len() == args.n && index.check_model(model.fingerprint()).is_ok())
+        }
+        Err(_) => true,
+    };
+    if fresh {
+        build(&args, &model)?;
+    }
+
+    let mut opens = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        let index = Index::open(&args.index_dir)?;
+        opens.push(t.elapsed().as_secs_f64() * 1e3);
+        drop(index);
+    }
+    let first_open = opens[0];
+    let p50_open = common::quantile(&mut opens, 0.5);
+    let max_open = opens.iter().copied().fold(0.0, f64::max);
+    eprintln!("open: median {p50_open:.1} ms (max {max_open:.1} ms); model load {model_load:.2}s");
+    common::emit(
+        json!({"row": "query", "impl": "ours", "what": "open", "n": args.n,
+        "median_ms": p50_open, "max_ms": max_open, "first_ms": first_open,
+        "model_load_s": model_load}),
+    );
+
+    let index = Index::open(&args.index_dir)?;
+    let searcher = Searcher::new(&index, Some(&model))?;
+    let queries: Vec<String> = std::fs::read_to_string(&args.queries)
+        .with_context(|| format!("reading {}", args.queries.display()))?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_string))
+        .collect();
+    if queries.is_empty() {
+        bail!("no queries in {}", args.queries.display());
+    }
+    let opts = SearchOptions::top(10);
+    let depth = opts.candidates;
+    let embeddings = model.embed_texts(&queries.iter().map(String::as_str).collect::<Vec<_>>())?;
+    // Warm-up pass.
+    for q in &queries {
+        std::hint::black_box(searcher.search_text(q, &opts)?);
+    }
+    let (mut full, mut embed, mut bm25, mut vector) = (vec![], vec![], vec![], vec![]);
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    for _ in 0..args.rounds {
+        for (q, e) in queries.iter().zip(&embeddings) {
+            let t = Instant::now();
+            std::hint::black_box(searcher.search_text(q, &opts)?);
+            full.push(ms(t));
+            let t = Instant::now();
+            std::hint::black_box(model.embed_texts(&[q.as_str()])?);
+            embed.push(ms(t));
+            let t = Instant::now();
+            std::hint::black_box(index.search_text(q, depth)?);
+            bm25.push(ms(t));
+            let t = Instant::now();
+            std::hint::black_box(index.search_vector(e, depth)?);
+            vector.push(ms(t));
+        }
+    }
+    percentiles("text_query", args.n, full);
+    percentiles("embed_query", args.n, embed);
+    percentiles("bm25", args.n, bm25);
+    percentiles("vector", args.n, vector);
+    Ok(())
+}

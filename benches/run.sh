@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# The peer comparison harness of cxr-search (issue 5): runs our code and its peers on the same
+# inputs in the same run, prints a table of ratios and writes it to benches/results/.
+#
+#   bash benches/run.sh            # full run (see benches/README.md for how long it takes)
+#   bash benches/run.sh --quick    # a few minutes: smaller inputs, shorter measurements
+#
+# Needs Rust (cargo), Python 3.11 with pip, and ../shared/data beside the checkout (or
+# CXR_SHARED=/path/to/shared). Installs dcmtk (apt) and cmake if missing, and the Python peers
+# of benches/requirements.txt into target/bench-venv. Generated data goes to target/bench-data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODE=full
+for arg in "$@"; do
+  case "$arg" in
+    --quick) MODE=quick ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $arg (use --quick or nothing)" >&2; exit 2 ;;
+  esac
+done
+
+SHARED=${CXR_SHARED:-../shared}
+DATA=$SHARED/data
+WORK=target/bench-data
+VENV=target/bench-venv
+THREADS=$(nproc)
+RESULTS=benches/results
+RAW=$WORK/raw-$MODE.jsonl
+[ -d "$DATA/dicom" ] || { echo "run.sh: $DATA/dicom not found; set CXR_SHARED" >&2; exit 2; }
+mkdir -p "$WORK" "$RESULTS"
+: >"$RAW"
+
+if [ "$MODE" = quick ]; then
+  DECODE_S=1; EMBED_S=3; VEC_N=20000; VEC_QUERIES=200; GROWTH="5000,20000"
+  E2E_N=1000; E2E_SMALL=500; QUERY_N=20000; QUERY_ROUNDS=5
+else
+  DECODE_S=3; EMBED_S=8; VEC_N=100000; VEC_QUERIES=1000; GROWTH="10000,100000,1000000"
+  E2E_N=10000; E2E_SMALL=2000; QUERY_N=100000; QUERY_ROUNDS=20
+fi
+
+step() { echo; echo "== $* ($(date -u +%H:%M:%S))"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+step "setup"
+if ! command -v dcm2pnm >/dev/null 2>&1; then
+  as_root apt-get update -qq && as_root apt-get install -y -qq dcmtk >/dev/null
+fi
+bash tools/setup.sh
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv --system-site-packages "$VENV"
+fi
+"$VENV/bin/pip" install -q -r benches/requirements.txt
+PY="$VENV/bin/python"
+PEERS=benches/peers
+
+step "build (release)"
+cargo build --release --bin cxr
+cargo bench --no-run >/dev/null 2>&1 || cargo bench --no-run
+bench_bin() {
+  cargo bench --no-run --message-format=json --bench "$1" 2>/dev/null |
+    "$PY" -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["bench"]:
+        print(m["executable"])' | tail -1
+}
+DECODE=$(bench_bin decode); EMBED=$(bench_bin embed); VECTORS=$(bench_bin vectors)
+QUERY=$(bench_bin query)
+CXR=target/release/cxr
+
+MODEL=$WORK/model
+if [ ! -f "$MODEL/model.safetensors" ]; then
+  step "model: cxr model init --preset small"
+  rm -rf "$MODEL"
+  "$CXR" model init "$MODEL" --preset small --vocab-from "$DATA/iu-reports.jsonl" \
+    --vocab-from "$DATA/covid/metadata.csv"
+fi
+
+"$PY" - "$WORK/machine-$MODE.json" "$MODE" "$THREADS" <<'EOF'
+import json, os, platform, subprocess, sys
+from importlib.metadata import version
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+    except Exception:
+        return ""
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
+mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
+facts = dict(mode=sys.argv[2], threads=int(sys.argv[3]), cores=os.cpu_count(), cpu=cpu,
+             memory_gib=round(int(mem) / 2**20, 1), os=platform.platform(),
+             load_average_at_start=os.getloadavg()[0],
+             date=sh("date -u +%Y-%m-%dT%H:%M:%SZ"), commit=sh("git rev-parse --short HEAD"),
+             rustc=sh("rustc --version"), python=platform.python_version(),
+             dcmtk=sh("dcm2pnm --version | head -1").strip("$ "),
+             packages={p: version(p) for p in ["torch", "transformers", "tokenizers", "numpy",
+                       "pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg",
+                       "pillow", "faiss-cpu", "hnswlib"]})
+json.dump(facts, open(sys.argv[1], "w"), indent=1)
+EOF
+
+# ---------------------------------------------------------------- row 1: decode + preprocess
+step "row 1: DICOM decode + preprocess ($DECODE_S s per file and thread count)"
+for t in 1 "$THREADS"; do
+  RAYON_NUM_THREADS=$t "$DECODE" --dicom-dir "$DATA/dicom" --model "$MODEL" \
+    --seconds "$DECODE_S" --dump-dir "$WORK/decode-ours" | tee -a "$RAW"
+  OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "$PY" $PEERS/decode.py --impl pydicom \
+    --dicom-dir "$DATA/dicom" --threads "$t" --seconds "$DECODE_S" \
+    --ours-dump "$WORK/decode-ours" | tee -a "$RAW"
+  "$PY" $PEERS/decode.py --impl dcmtk --dicom-dir "$DATA/dicom" --threads "$t" \
+    --seconds "$DECODE_S" --ours-dump "$WORK/decode-ours" | tee -a "$RAW"
+  [ "$THREADS" = 1 ] && break
+done
+
+# ---------------------------------------------------------------- row 2: embedding
+step "row 2: embedding throughput, batch 32 ($EMBED_S s per measurement)"
+for t in 1 "$THREADS"; do
+  RAYON_NUM_THREADS=$t "$EMBED" --model "$MODEL" --images "$DATA/nih1000" \
+    --reports "$DATA/iu-reports.jsonl" --dump-dir "$WORK/embed" --batch 32 \
+    --seconds "$EMBED_S" | tee -a "$RAW"
+  OMP_NUM_THREADS=$t "$PY" $PEERS/embed.py --model "$MODEL" --dump-dir "$WORK/embed" \
+    --threads "$t" --seconds "$EMBED_S" | tee -a "$RAW"
+  [ "$THREADS" = 1 ] && break
+done
+
+# ---------------------------------------------------------------- rows 3 and 5: vectors
+VDATA=$WORK/vectors
+step "rows 3 and 5: vector data (sizes $GROWTH and $VEC_N, $VEC_QUERIES queries)"
+SIZES=$(echo "$GROWTH,$VEC_N" | tr ',' '\n' | sort -nu | paste -sd,)
+"$PY" $PEERS/vecdata.py --out-dir "$VDATA" --sizes "$SIZES" --queries "$VEC_QUERIES"
+for n in $(echo "$SIZES" | tr ',' ' '); do
+  step "rows 3/5: HNSW on $n vectors (build with $THREADS threads)"
+  RAYON_NUM_THREADS=$THREADS "$VECTORS" --data-dir "$VDATA" --n "$n" \
+    --index-dir "$WORK/vec-index" | tee -a "$RAW"
+  "$PY" $PEERS/vectors.py --impl faiss --data-dir "$VDATA" --n "$n" --threads "$THREADS" \
+    | tee -a "$RAW"
+  "$PY" $PEERS/vectors.py --impl hnswlib --data-dir "$VDATA" --n "$n" --threads "$THREADS" \
+    | tee -a "$RAW"
+done
+
+# ---------------------------------------------------------------- row 4: end to end
+step "row 4: cxr index over $E2E_N generated images"
+"$PY" $PEERS/make_images.py --src "$DATA/nih1000" --out "$WORK/images-$E2E_N" --n "$E2E_N"
+"$PY" $PEERS/make_images.py --src "$DATA/nih1000" --out "$WORK/images-$E2E_SMALL" \
+  --n "$E2E_SMALL"
+index_run() { # images-folder batch-size label
+  local idx=$WORK/e2e-index
+  rm -rf "$idx"
+  /usr/bin/time -v -o "$WORK/time.txt" "$CXR" index "$1" --out "$idx" --model "$MODEL" \
+    --batch-size "$2" --json -q >"$WORK/index-summary.json"
+  "$PY" - "$WORK/time.txt" "$WORK/index-summary.json" "$2" "$3" "$THREADS" <<'EOF' | tee -a "$RAW"
+import json, re, sys
+t = open(sys.argv[1]).read()
+rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1))
+wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", t).group(1)
+secs = sum(float(p) * 60 ** i for i, p in enumerate(reversed(wall.split(":"))))
+summary = json.load(open(sys.argv[2]))
+n = summary.get("indexed", 0)
+print(json.dumps(dict(row="e2e", impl="ours", what=sys.argv[4], batch=int(sys.argv[3]),
+                      images=n, failed=summary.get("failed"), seconds=secs,
+                      images_per_s=n / secs, peak_rss_mib=rss_kb / 1024,
+                      threads=int(sys.argv[5]))))
+EOF
+}
+index_run "$WORK/images-$E2E_N" 32 "archive-large"
+index_run "$WORK/images-$E2E_SMALL" 32 "archive-small"
+index_run "$WORK/images-$E2E_SMALL" 8 "batch-8"
+index_run "$WORK/images-$E2E_SMALL" 128 "batch-128"
+
+step "row 4: open time and text-query latency on $QUERY_N documents"
+"$QUERY" --data-dir "$VDATA" --n "$QUERY_N" --model "$MODEL" \
+  --reports "$DATA/iu-reports.jsonl" --queries "$SHARED/bench/queries-dev.jsonl" \
+  --index-dir "$WORK/query-index-$QUERY_N" --reuse --rounds "$QUERY_ROUNDS" | tee -a "$RAW"
+# What a user waits for: one `cxr search` process (model load + index open + query).
+"$PY" - "$CXR" "$WORK/query-index-$QUERY_N" "$MODEL" "$QUERY_N" <<'EOF' | tee -a "$RAW"
+import json, statistics, subprocess, sys, time
+cxr, idx, model, n = sys.argv[1:5]
+times = []
+for q in ["small left pleural effusion", "cardiomegaly", "pneumothorax", "no acute findings",
+          "right lower lobe consolidation"]:
+    t = time.perf_counter()
+    subprocess.run([cxr, "search", idx, "--text", q, "--model", model, "-k", "10"],
+                   check=True, stdout=subprocess.DEVNULL)
+    times.append((time.perf_counter() - t) * 1e3)
+print(json.dumps(dict(row="query", impl="ours", what="cli_search", n=int(n),
+                      median_ms=statistics.median(times), max_ms=max(times))))
+EOF
+
+step "results"
+"$PY" benches/collect.py --raw "$RAW" --machine "$WORK/machine-$MODE.json" --out "$RESULTS" \
+  --mode "$MODE"

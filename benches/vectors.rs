@@ -1,0 +1,147 @@
+//! Rows 3 and 5 of the peer comparison: our index's HNSW path (hnsw_rs inside cxr-index) on the
+//! clustered vectors written by `benches/peers/vecdata.py`.
+//!
+//! Build: `IndexWriter::create` (the index's default HNSW parameters), `add` of every vector
+//! (graph inserts in parallel batches, rayon's global pool), `commit` (files written and
+//! fsync'd, graph dumped); the time of each part. Then `Index::open` (timed) once per ef of
+//! `--efs` with `SearchOptions { ef_search: ef, exact_threshold: 0 }`, all queries run one
+//! after another on one thread through `Index::search_vector`, recall@10 against the exact
+//! top-10; the first ef reaching `--target` is measured again with all threads (rayon).
+//!
+//! `cargo bench --bench vectors -- --data-dir DIR --n N --index-dir DIR [--efs 16,32,...]`
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use cxr_index::{Document, HnswParams, Index, IndexSpec, IndexWriter, SearchOptions};
+use rayon::prelude::*;
+use serde_json::json;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long)]
+    n: usize,
+    /// Where the index is built (removed first).
+    #[arg(long)]
+    index_dir: PathBuf,
+    #[arg(long, default_value = "16,24,32,48,64,96,128,192,256,384,512")]
+    efs: String,
+    #[arg(long, default_value_t = 0.95)]
+    target: f64,
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Keep the index folder afterwards.
+    #[arg(long)]
+    keep: bool,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let data = common::VectorData::load(&args.data_dir, args.n)?;
+    let dim = data.dim;
+    let threads = common::threads();
+    let params = HnswParams::default();
+    let base = json!({
+        "row": "vectors", "impl": "ours", "n": args.n, "dim": dim,
+        "m": params.max_nb_connection, "ef_construction": params.ef_construction,
+    });
+    let line = |extra: serde_json::Value| {
+        let mut v = base.clone();
+        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        common::emit(v);
+    };
+
+    if args.index_dir.exists() {
+        std::fs::remove_dir_all(&args.index_dir)
+            .with_context(|| format!("removing {}", args.index_dir.display()))?;
+    }
+    let spec = IndexSpec {
+        dim,
+        model_fingerprint: "bench".into(),
+        model_name: "bench-vectors".into(),
+    };
+    let start = Instant::now();
+    let mut writer = IndexWriter::create_with(&args.index_dir, spec, params)?;
+    for (i, v) in data.base.chunks_exact(dim).enumerate() {
+        writer.add(Document {
+            id: i.to_string(),
+            vector: Some(v.to_vec()),
+            ..Default::default()
+        })?;
+    }
+    let added = start.elapsed().as_secs_f64();
+    writer.commit()?;
+    let total = start.elapsed().as_secs_f64();
+    drop(writer);
+    line(
+        json!({"what": "build", "threads": threads, "seconds": total,
+        "add_seconds": added, "commit_seconds": total - added}),
+    );
+    eprintln!("ours n={}: build {total:.1}s (add {added:.1}s)", args.n);
+
+    let queries: Vec<&[f32]> = (0..data.query_count()).map(|i| data.query(i)).collect();
+    let run = |index: &Index, q: &[f32]| -> Vec<u32> {
+        index
+            .search_vector(q, args.k)
+            .map(|hits| hits.into_iter().map(|h| h.ord).collect())
+            .unwrap_or_default()
+    };
+    let mut chosen: Option<(usize, Index)> = None;
+    for ef in args
+        .efs
+        .split(',')
+        .filter_map(|e| e.trim().parse::<usize>().ok())
+    {
+        let options = SearchOptions {
+            ef_search: ef,
+            exact_threshold: 0,
+            ..SearchOptions::default()
+        };
+        let t = Instant::now();
+        let index = Index::open_with(&args.index_dir, options)?;
+        let open_s = t.elapsed().as_secs_f64();
+        for q in queries.iter().take(10) {
+            std::hint::black_box(run(&index, q));
+        }
+        let t = Instant::now();
+        let found: Vec<Vec<u32>> = queries.iter().map(|q| run(&index, q)).collect();
+        let secs = t.elapsed().as_secs_f64();
+        let recall = data.recall(&found, args.k);
+        let qps = queries.len() as f64 / secs;
+        line(json!({"what": "search", "threads": 1, "ef": ef,
+            "ef_effective": ef.max(2 * args.k), "recall": recall, "qps": qps,
+            "open_seconds": open_s}));
+        eprintln!(
+            "ours n={} ef={ef}: recall {recall:.4}, {qps:.0} q/s",
+            args.n
+        );
+        if recall >= args.target {
+            chosen = Some((ef, index));
+            break;
+        }
+    }
+    if let (Some((ef, index)), true) = (&chosen, threads > 1) {
+        let t = Instant::now();
+        let found: Vec<Vec<u32>> = queries.par_iter().map(|q| run(index, q)).collect();
+        let secs = t.elapsed().as_secs_f64();
+        line(json!({"what": "search", "threads": threads, "ef": ef,
+            "recall": data.recall(&found, args.k), "qps": queries.len() as f64 / secs}));
+    }
+    drop(chosen);
+    if !args.keep {
+        std::fs::remove_dir_all(&args.index_dir).ok();
+    }
+    Ok(())
+}
