@@ -32,12 +32,20 @@ mkdir -p "$WORK" "$RESULTS"
 : >"$RAW"
 
 if [ "$MODE" = quick ]; then
-  DECODE_S=1; EMBED_S=3; VEC_N=20000; VEC_QUERIES=200; GROWTH="5000,20000"
-  E2E_N=1000; E2E_SMALL=500; QUERY_N=20000; QUERY_ROUNDS=5
+  DECODE_S=1; EMBED_S=3; VEC_N=10000; VEC_QUERIES=200; GROWTH="2000,10000"
+  E2E_N=600; E2E_SMALL=200; QUERY_N=10000; QUERY_ROUNDS=5
 else
   DECODE_S=3; EMBED_S=8; VEC_N=100000; VEC_QUERIES=1000; GROWTH="10000,100000,1000000"
-  E2E_N=10000; E2E_SMALL=2000; QUERY_N=100000; QUERY_ROUNDS=20
+  E2E_N=10000; E2E_SMALL=1000; QUERY_N=100000; QUERY_ROUNDS=20
 fi
+# Any size can be overridden from the environment, e.g. BENCH_GROWTH=10000,100000 to leave out
+# the 1M point of the full run, and BENCH_ROWS=decode,embed to run some rows only.
+DECODE_S=${BENCH_DECODE_S:-$DECODE_S}; EMBED_S=${BENCH_EMBED_S:-$EMBED_S}
+VEC_N=${BENCH_VEC_N:-$VEC_N}; VEC_QUERIES=${BENCH_VEC_QUERIES:-$VEC_QUERIES}
+GROWTH=${BENCH_GROWTH:-$GROWTH}; E2E_N=${BENCH_E2E_N:-$E2E_N}
+E2E_SMALL=${BENCH_E2E_SMALL:-$E2E_SMALL}; QUERY_N=${BENCH_QUERY_N:-$QUERY_N}
+QUERY_ROUNDS=${BENCH_QUERY_ROUNDS:-$QUERY_ROUNDS}
+ROWS=${BENCH_ROWS:-decode,embed,vectors,e2e}
 
 step() { echo; echo "== $* ($(date -u +%H:%M:%S))"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -55,10 +63,11 @@ PY="$VENV/bin/python"
 PEERS=benches/peers
 
 step "build (release)"
-cargo build --release --bin cxr
-cargo bench --no-run >/dev/null 2>&1 || cargo bench --no-run
+# The bench programs are built with the release profile (what `cxr` ships with), not through
+# `cargo bench`, whose profile would rebuild every dependency a second time.
+cargo build --release --bin cxr --benches
 bench_bin() {
-  cargo bench --no-run --message-format=json --bench "$1" 2>/dev/null |
+  cargo build --release --message-format=json --bench "$1" 2>/dev/null |
     "$PY" -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
@@ -100,6 +109,7 @@ json.dump(facts, open(sys.argv[1], "w"), indent=1)
 EOF
 
 # ---------------------------------------------------------------- row 1: decode + preprocess
+if [[ ,$ROWS, == *,decode,* ]]; then
 step "row 1: DICOM decode + preprocess ($DECODE_S s per file and thread count)"
 for t in 1 "$THREADS"; do
   RAYON_NUM_THREADS=$t "$DECODE" --dicom-dir "$DATA/dicom" --model "$MODEL" \
@@ -109,10 +119,12 @@ for t in 1 "$THREADS"; do
     --ours-dump "$WORK/decode-ours" | tee -a "$RAW"
   "$PY" $PEERS/decode.py --impl dcmtk --dicom-dir "$DATA/dicom" --threads "$t" \
     --seconds "$DECODE_S" --ours-dump "$WORK/decode-ours" | tee -a "$RAW"
-  [ "$THREADS" = 1 ] && break
+  if [ "$THREADS" = 1 ]; then break; fi
 done
+fi
 
 # ---------------------------------------------------------------- row 2: embedding
+if [[ ,$ROWS, == *,embed,* ]]; then
 step "row 2: embedding throughput, batch 32 ($EMBED_S s per measurement)"
 for t in 1 "$THREADS"; do
   RAYON_NUM_THREADS=$t "$EMBED" --model "$MODEL" --images "$DATA/nih1000" \
@@ -120,15 +132,17 @@ for t in 1 "$THREADS"; do
     --seconds "$EMBED_S" | tee -a "$RAW"
   OMP_NUM_THREADS=$t "$PY" $PEERS/embed.py --model "$MODEL" --dump-dir "$WORK/embed" \
     --threads "$t" --seconds "$EMBED_S" | tee -a "$RAW"
-  [ "$THREADS" = 1 ] && break
+  if [ "$THREADS" = 1 ]; then break; fi
 done
+fi
 
 # ---------------------------------------------------------------- rows 3 and 5: vectors
 VDATA=$WORK/vectors
+SIZES=$(echo "$GROWTH,$VEC_N,$QUERY_N" | tr ',' '\n' | sort -nu | paste -sd,)
 step "rows 3 and 5: vector data (sizes $GROWTH and $VEC_N, $VEC_QUERIES queries)"
-SIZES=$(echo "$GROWTH,$VEC_N" | tr ',' '\n' | sort -nu | paste -sd,)
 "$PY" $PEERS/vecdata.py --out-dir "$VDATA" --sizes "$SIZES" --queries "$VEC_QUERIES"
-for n in $(echo "$SIZES" | tr ',' ' '); do
+if [[ ,$ROWS, == *,vectors,* ]]; then
+for n in $(echo "$GROWTH,$VEC_N" | tr ',' '\n' | sort -nu); do
   step "rows 3/5: HNSW on $n vectors (build with $THREADS threads)"
   RAYON_NUM_THREADS=$THREADS "$VECTORS" --data-dir "$VDATA" --n "$n" \
     --index-dir "$WORK/vec-index" | tee -a "$RAW"
@@ -137,8 +151,10 @@ for n in $(echo "$SIZES" | tr ',' ' '); do
   "$PY" $PEERS/vectors.py --impl hnswlib --data-dir "$VDATA" --n "$n" --threads "$THREADS" \
     | tee -a "$RAW"
 done
+fi
 
 # ---------------------------------------------------------------- row 4: end to end
+if [[ ,$ROWS, == *,e2e,* ]]; then
 step "row 4: cxr index over $E2E_N generated images"
 "$PY" $PEERS/make_images.py --src "$DATA/nih1000" --out "$WORK/images-$E2E_N" --n "$E2E_N"
 "$PY" $PEERS/make_images.py --src "$DATA/nih1000" --out "$WORK/images-$E2E_SMALL" \
@@ -185,6 +201,7 @@ for q in ["small left pleural effusion", "cardiomegaly", "pneumothorax", "no acu
 print(json.dumps(dict(row="query", impl="ours", what="cli_search", n=int(n),
                       median_ms=statistics.median(times), max_ms=max(times))))
 EOF
+fi
 
 step "results"
 "$PY" benches/collect.py --raw "$RAW" --machine "$WORK/machine-$MODE.json" --out "$RESULTS" \
