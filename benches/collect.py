@@ -68,6 +68,7 @@ def main():
             except json.JSONDecodeError:
                 pass
     machine = json.loads(a.machine.read_text())
+    a.out.mkdir(parents=True, exist_ok=True)
     threads = machine["threads"]
     md, summary, targets = [], {}, []
     md.append(f"# Peer comparison ({a.mode} run)\n")
@@ -156,18 +157,22 @@ def main():
             if b is None:
                 continue
             build_rate = n / b["seconds"]
+            peer = impl != "ours"
             rows.append([impl, fmt(b["seconds"]), fmt(build_rate),
-                         rfmt(ratio(n / ours_b["seconds"], build_rate)) if ours_b else "n/a",
+                         rfmt(ratio(n / ours_b["seconds"], build_rate)) if peer and ours_b
+                         else "-",
                          h["ef"] if h else "none", fmt(h["recall"], 3) if h else "n/a",
                          fmt(h["qps"]) if h else "n/a",
-                         rfmt(ratio(ours_h["qps"], h["qps"])) if h and ours_h else "n/a",
+                         rfmt(ratio(ours_h["qps"], h["qps"])) if peer and h and ours_h
+                         else "-",
                          fmt(ht["qps"]) if ht else "n/a",
-                         rfmt(ratio(ours_ht["qps"], ht["qps"])) if ht and ours_ht else "n/a"])
+                         rfmt(ratio(ours_ht["qps"], ht["qps"])) if peer and ht and ours_ht
+                         else "-"])
             growth.setdefault(impl, []).append(dict(
                 n=n, build_s=b["seconds"], qps=h["qps"] if h else None,
                 latency_ms=1e3 / h["qps"] if h else None, ef=h["ef"] if h else None))
-        md.append(f"\n## {'3' if n == max(vec) or n == 100000 else '5'}. HNSW on {n:,} "
-                  f"clustered vectors of dimension 256 (M 16, ef_construction 200)\n")
+        md.append(f"\n## 3/5. HNSW on {n:,} clustered vectors of dimension 256 "
+                  f"(M 16, ef_construction 200)\n")
         md.append(table(["impl", "build s", "vectors/s", "ours/peer build",
                          "ef at recall@10 >= 0.95", "recall@10", "q/s (1 thread)",
                          "ours/peer q/s", f"q/s ({threads} threads)", "ours/peer"], rows))

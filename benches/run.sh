@@ -29,7 +29,8 @@ RESULTS=benches/results
 RAW=$WORK/raw-$MODE.jsonl
 [ -d "$DATA/dicom" ] || { echo "run.sh: $DATA/dicom not found; set CXR_SHARED" >&2; exit 2; }
 mkdir -p "$WORK" "$RESULTS"
-: >"$RAW"
+# BENCH_APPEND=1 adds to the raw measurements of an earlier run of the same mode.
+[ -n "${BENCH_APPEND:-}" ] || : >"$RAW"
 
 if [ "$MODE" = quick ]; then
   DECODE_S=1; EMBED_S=3; VEC_N=10000; VEC_QUERIES=200; GROWTH="2000,10000"
@@ -39,13 +40,14 @@ else
   E2E_N=10000; E2E_SMALL=1000; QUERY_N=100000; QUERY_ROUNDS=20
 fi
 # Any size can be overridden from the environment, e.g. BENCH_GROWTH=10000,100000 to leave out
-# the 1M point of the full run, and BENCH_ROWS=decode,embed to run some rows only.
+# the 1M point of the full run, and BENCH_ROWS=decode,embed to run some rows only (rows:
+# decode, embed, vectors, e2e = `cxr index` runs, query = open time and query latency).
 DECODE_S=${BENCH_DECODE_S:-$DECODE_S}; EMBED_S=${BENCH_EMBED_S:-$EMBED_S}
 VEC_N=${BENCH_VEC_N:-$VEC_N}; VEC_QUERIES=${BENCH_VEC_QUERIES:-$VEC_QUERIES}
 GROWTH=${BENCH_GROWTH:-$GROWTH}; E2E_N=${BENCH_E2E_N:-$E2E_N}
 E2E_SMALL=${BENCH_E2E_SMALL:-$E2E_SMALL}; QUERY_N=${BENCH_QUERY_N:-$QUERY_N}
 QUERY_ROUNDS=${BENCH_QUERY_ROUNDS:-$QUERY_ROUNDS}
-ROWS=${BENCH_ROWS:-decode,embed,vectors,e2e}
+ROWS=${BENCH_ROWS:-decode,embed,vectors,e2e,query}
 
 step() { echo; echo "== $* ($(date -u +%H:%M:%S))"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -182,7 +184,9 @@ index_run "$WORK/images-$E2E_N" 32 "archive-large"
 index_run "$WORK/images-$E2E_SMALL" 32 "archive-small"
 index_run "$WORK/images-$E2E_SMALL" 8 "batch-8"
 index_run "$WORK/images-$E2E_SMALL" 128 "batch-128"
+fi
 
+if [[ ,$ROWS, == *,query,* ]]; then
 step "row 4: open time and text-query latency on $QUERY_N documents"
 "$QUERY" --data-dir "$VDATA" --n "$QUERY_N" --model "$MODEL" \
   --reports "$DATA/iu-reports.jsonl" --queries "$SHARED/bench/queries-dev.jsonl" \
