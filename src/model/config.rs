@@ -28,18 +28,27 @@ pub enum ImageTowerConfig {
         config: vit::Config,
         preprocess: PreprocessConfig,
     },
+    /// A small CNN ([`super::cnn`]); the image embedding is the global average of the last
+    /// stage. For training from scratch on little data.
+    Cnn {
+        config: super::cnn::CnnConfig,
+        preprocess: PreprocessConfig,
+    },
 }
 
 impl ImageTowerConfig {
     pub fn preprocess(&self) -> &PreprocessConfig {
         match self {
-            ImageTowerConfig::Vit { preprocess, .. } => preprocess,
+            ImageTowerConfig::Vit { preprocess, .. } | ImageTowerConfig::Cnn { preprocess, .. } => {
+                preprocess
+            }
         }
     }
 
     pub fn hidden_size(&self) -> usize {
         match self {
             ImageTowerConfig::Vit { config, .. } => config.hidden_size,
+            ImageTowerConfig::Cnn { config, .. } => config.hidden_size(),
         }
     }
 }

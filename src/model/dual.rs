@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 use super::checkpoint::{self, ModelLayout};
+use super::cnn::CnnTower;
 use super::config::{ImageTowerConfig, ModelConfig, TextTowerConfig};
 use super::encoders::{ImageEncoder, ImageTower, Padding, Projection, TextEncoder, TextTower};
 use super::preprocess::to_model_input;
@@ -164,7 +165,12 @@ impl DualEncoder {
         device: &Device,
     ) -> candle_core::Result<Self> {
         let image_tower = match &config.image {
-            ImageTowerConfig::Vit { config: c, .. } => VitTower::new(c, vb.pp("vision_model"))?,
+            ImageTowerConfig::Vit { config: c, .. } => {
+                ImageTower::Vit(VitTower::new(c, vb.pp("vision_model"))?)
+            }
+            ImageTowerConfig::Cnn { config: c, .. } => {
+                ImageTower::Cnn(CnnTower::new(c, vb.pp("vision_model"))?)
+            }
         };
         let text_tower = match &config.text {
             TextTowerConfig::Bert { config: c, .. } => BertTower::new(c, vb.pp("text_model"))?,
@@ -184,7 +190,7 @@ impl DualEncoder {
             layout: ModelLayout::Project,
             embed_dim: config.embed_dim,
             image: Some(ImageEncoder {
-                tower: ImageTower::Vit(image_tower),
+                tower: image_tower,
                 projection: Projection::Linear(visual_projection),
                 preprocess: config.image.preprocess().clone(),
             }),

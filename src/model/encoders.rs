@@ -23,6 +23,8 @@ pub(crate) enum ImageTower {
     Siglip(siglip::VisionModel),
     /// Pre-norm ViT in timm's or HF DINOv2's names: final-normed CLS token.
     PreNorm(PreNormVit),
+    /// The project's small CNN: global average of the last stage.
+    Cnn(super::cnn::CnnTower),
 }
 
 impl ImageTower {
@@ -32,6 +34,7 @@ impl ImageTower {
             ImageTower::Clip(t) => t.forward(pixels),
             ImageTower::Siglip(t) => t.forward(pixels),
             ImageTower::PreNorm(t) => t.forward(pixels),
+            ImageTower::Cnn(t) => t.forward(pixels),
         }
     }
 }

@@ -10,6 +10,7 @@
 use candle_core::{IndexOp, Module, Result, Tensor, D};
 use candle_nn::{linear, linear_no_bias, Linear, VarBuilder};
 
+use crate::model::cnn::CnnTower;
 use crate::model::{ImageTowerConfig, ModelConfig, TextTowerConfig};
 
 struct Norm {
@@ -253,9 +254,15 @@ impl TrainBert {
     }
 }
 
+/// The image tower as trained.
+pub enum TrainImage {
+    Vit(TrainVit),
+    Cnn(CnnTower),
+}
+
 /// Both towers and the projections over one variable source.
 pub struct TrainTowers {
-    pub vit: TrainVit,
+    pub image: TrainImage,
     pub bert: TrainBert,
     pub visual_projection: Linear,
     pub text_projection: Linear,
@@ -263,14 +270,21 @@ pub struct TrainTowers {
 
 impl TrainTowers {
     pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
-        let vit = match &config.image {
-            ImageTowerConfig::Vit { config: c, .. } => TrainVit::new(c, vb.pp("vision_model"))?,
+        let image = match &config.image {
+            ImageTowerConfig::Vit { config: c, .. } => {
+                TrainImage::Vit(TrainVit::new(c, vb.pp("vision_model"))?)
+            }
+            // Plain convolutions, batch norm and pooling all have backward passes in candle:
+            // the inference tower trains as it is, with batch statistics.
+            ImageTowerConfig::Cnn { config: c, .. } => {
+                TrainImage::Cnn(CnnTower::new(c, vb.pp("vision_model"))?)
+            }
         };
         let bert = match &config.text {
             TextTowerConfig::Bert { config: c, .. } => TrainBert::new(c, vb.pp("text_model"))?,
         };
         Ok(Self {
-            vit,
+            image,
             bert,
             visual_projection: linear_no_bias(
                 config.image.hidden_size(),
@@ -287,7 +301,11 @@ impl TrainTowers {
 
     /// Unnormalised image embeddings.
     pub fn images(&self, pixels: &Tensor) -> Result<Tensor> {
-        self.visual_projection.forward(&self.vit.forward(pixels)?)
+        let pooled = match &self.image {
+            TrainImage::Vit(vit) => vit.forward(pixels)?,
+            TrainImage::Cnn(cnn) => cnn.forward_t(pixels, true)?,
+        };
+        self.visual_projection.forward(&pooled)
     }
 
     /// Unnormalised text embeddings.

@@ -173,7 +173,8 @@ pub const NEGATABLE: [usize; 8] = [1, 2, 3, 4, 5, 7, 8, 9];
 ///
 /// - normal: one of [`NORMAL_SENTENCES`];
 /// - abnormal: `chest x-ray showing A.`, `chest x-ray showing A and B.`,
-///   `chest x-ray showing A, B and C.` (labels in the table's order, phrases from [`nih_phrase`]);
+///   `chest x-ray showing A, B and C.` (labels in the table's order, phrases from [`nih_phrase`]),
+///   or the same list alone (`A and B.`) or as `findings consistent with A and B.`, uniformly;
 ///
 /// then, with probability 1/2 each, up to two `no X.` sentences naming findings from
 /// [`NEGATABLE`] the image does not have. `pick(n)` returns a uniform index below `n`.
@@ -187,7 +188,15 @@ pub fn nih_template(labels: &[String], pick: &mut dyn FnMut(usize) -> usize) -> 
             1 => phrases[0].to_string(),
             n => format!("{} and {}", phrases[..n - 1].join(", "), phrases[n - 1]),
         };
-        format!("chest x-ray showing {list}.")
+        // Bare phrases too: most mentions of a finding in these texts are negated ones ("no
+        // pleural effusion."), so without positive bare phrases a query or prompt that just
+        // names the finding lands among the images that lack it (seen: zero-shot AUC 0.29 for
+        // effusion after one epoch).
+        match pick(3) {
+            0 => format!("chest x-ray showing {list}."),
+            1 => format!("{list}."),
+            _ => format!("findings consistent with {list}."),
+        }
     };
     let present: Vec<usize> = labels
         .iter()
@@ -255,6 +264,13 @@ mod tests {
             "chest x-ray showing pleural effusion and atelectasis."
         );
         let mut always = |n: usize| n - 1;
+        assert!(nih_template(&labels, &mut always)
+            .starts_with("findings consistent with pleural effusion and atelectasis."));
+        let mut once = |n: usize| usize::from(n == 3);
+        assert_eq!(
+            nih_template(&labels, &mut once),
+            "pleural effusion and atelectasis."
+        );
         let t = nih_template(&["No Finding".to_string()], &mut always);
         assert!(t.starts_with("the lungs are clear."), "{t}");
         assert!(t.contains(" no lung nodule or mass."), "{t}");
