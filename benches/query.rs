@@ -100,7 +100,7 @@ fn build(args: &Args, model: &DualEncoder) -> Result<()> {
     let spec = IndexSpec {
         dim: data.dim,
         model_fingerprint: model.fingerprint().to_string(),
-        model_name: model.config().name.clone(),
+        model_name: model.name().to_string(),
     };
     let start = Instant::now();
     let mut writer = IndexWriter::create(&args.index_dir, spec)?;
