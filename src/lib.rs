@@ -9,6 +9,7 @@
 pub mod classify;
 pub mod embed;
 pub mod eval;
+pub mod fuzzing;
 pub mod ingest;
 pub mod model;
 pub mod privacy;

@@ -72,19 +72,52 @@ use sha2::{Digest, Sha256};
 use super::window::{
     apply_linear_window, invert, percentile_window, LookupTable, VoiFunction, VoiWindow,
 };
-use super::{DecodeOptions, DecodedFile, GreyImage, ImageMeta, IngestError};
+use super::{dicom_scan, DecodeOptions, DecodedFile, GreyImage, ImageMeta, IngestError};
 
 /// Decodes the first frame of a DICOM image and reads its metadata.
 ///
 /// See the [module documentation](self) for the pipeline and its order.
 pub fn decode(path: &Path, opts: &DecodeOptions) -> Result<DecodedFile, IngestError> {
-    let (header, layout) = open_header(path)?;
+    decode_from(path, Source::File(path), opts)
+}
+
+/// [`decode`] for a file already in memory; `name` only names it in errors.
+pub fn decode_bytes(
+    name: &Path,
+    bytes: &[u8],
+    opts: &DecodeOptions,
+) -> Result<DecodedFile, IngestError> {
+    decode_from(name, Source::Bytes(bytes), opts)
+}
+
+/// Header only (stops before PixelData): used for metadata without decoding pixels.
+pub fn read_meta(path: &Path, opts: &DecodeOptions) -> Result<ImageMeta, IngestError> {
+    let (header, _) = open_header(path, Source::File(path), opts, true)?;
+    Ok(image_meta(&header, opts))
+}
+
+/// [`read_meta`] for a file already in memory; `name` only names it in errors.
+pub fn read_meta_bytes(
+    name: &Path,
+    bytes: &[u8],
+    opts: &DecodeOptions,
+) -> Result<ImageMeta, IngestError> {
+    let (header, _) = open_header(name, Source::Bytes(bytes), opts, true)?;
+    Ok(image_meta(&header, opts))
+}
+
+fn decode_from(
+    path: &Path,
+    source: Source<'_>,
+    opts: &DecodeOptions,
+) -> Result<DecodedFile, IngestError> {
+    let (header, layout) = open_header(path, source, opts, false)?;
     check_transfer_syntax(path, &header)?;
     check_size(path, &header, opts.max_pixels)?;
     let meta = image_meta(&header, opts);
     drop(header);
 
-    let obj = read_object(path, layout, false).map_err(|e| IngestError::PixelData {
+    let obj = read_object(source, layout, false).map_err(|e| IngestError::PixelData {
         path: path.to_path_buf(),
         reason: format!("cannot read the data set: {}", e.describe()),
     })?;
@@ -101,10 +134,29 @@ pub fn decode(path: &Path, opts: &DecodeOptions) -> Result<DecodedFile, IngestEr
     Ok(DecodedFile { image, meta })
 }
 
-/// Header only (stops before PixelData): used for metadata without decoding pixels.
-pub fn read_meta(path: &Path, opts: &DecodeOptions) -> Result<ImageMeta, IngestError> {
-    let (header, _) = open_header(path)?;
-    Ok(image_meta(&header, opts))
+/// Where a DICOM file's bytes come from. A file is opened afresh for each pass over it (header,
+/// then the whole data set), so that nothing beyond the header is read for a file rejected
+/// from its header.
+#[derive(Debug, Clone, Copy)]
+enum Source<'a> {
+    File(&'a Path),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Source<'a> {
+    fn open(self) -> std::io::Result<Box<dyn Read + 'a>> {
+        Ok(match self {
+            Source::File(path) => Box::new(BufReader::new(File::open(path)?)),
+            Source::Bytes(bytes) => Box::new(bytes),
+        })
+    }
+
+    fn len(self) -> std::io::Result<u64> {
+        match self {
+            Source::File(path) => Ok(std::fs::metadata(path)?.len()),
+            Source::Bytes(bytes) => Ok(bytes.len() as u64),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -135,8 +187,40 @@ impl ReadFailure {
 }
 
 /// Reads the header (all elements before Pixel Data), finding out how the file is laid out.
-fn open_header(path: &Path) -> Result<(DefaultDicomObject, Layout), IngestError> {
-    let standard_err = match read_object(path, Layout::Standard, true) {
+///
+/// First the declared lengths are checked against the file's size (see [`super::dicom_scan`]):
+/// dicom-rs allocates an element's declared length before reading it. `header_only` checks
+/// only what the header read will touch.
+fn open_header(
+    path: &Path,
+    source: Source<'_>,
+    opts: &DecodeOptions,
+    header_only: bool,
+) -> Result<(DefaultDicomObject, Layout), IngestError> {
+    let io = |source| IngestError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let limits = dicom_scan::Limits {
+        max_inflated: opts.max_pixels.saturating_mul(4).saturating_add(64 << 20),
+        stop_at_pixel_data: header_only,
+    };
+    let file_len = source.len().map_err(io)?;
+    let bare = match sniff_raw_data_set(source).map_err(io)? {
+        Some(Layout::Raw { explicit_vr }) => Some(explicit_vr),
+        _ => None,
+    };
+    dicom_scan::check(source.open().map_err(io)?, file_len, bare, &limits).map_err(
+        |e| match e {
+            dicom_scan::ScanError::Io(source) => io(source),
+            other => IngestError::Corrupt {
+                path: path.to_path_buf(),
+                reason: other.to_string(),
+            },
+        },
+    )?;
+
+    let standard_err = match read_object(source, Layout::Standard, true) {
         Ok(obj) => return Ok((obj, Layout::Standard)),
         Err(ReadFailure::Io(source)) => {
             return Err(IngestError::Io {
@@ -156,12 +240,9 @@ fn open_header(path: &Path) -> Result<(DefaultDicomObject, Layout), IngestError>
         }
         _ => {}
     }
-    let raw = sniff_raw_data_set(path).map_err(|source| IngestError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let raw = sniff_raw_data_set(source).map_err(io)?;
     match raw {
-        Some(layout) => match read_object(path, layout, true) {
+        Some(layout) => match read_object(source, layout, true) {
             Ok(obj) => Ok((obj, layout)),
             Err(raw_err) => Err(IngestError::NotDicom {
                 path: path.to_path_buf(),
@@ -181,25 +262,25 @@ fn open_header(path: &Path) -> Result<(DefaultDicomObject, Layout), IngestError>
 
 /// Reads a file as `layout` says, either up to Pixel Data (`header_only`) or completely.
 fn read_object(
-    path: &Path,
+    source: Source<'_>,
     layout: Layout,
     header_only: bool,
 ) -> Result<DefaultDicomObject, ReadFailure> {
     // Opened here, not by dicom-object, so that "cannot open" stays an I/O error.
-    let file = File::open(path).map_err(ReadFailure::Io)?;
+    let file = source.open().map_err(ReadFailure::Io)?;
     let mut options = OpenFileOptions::new();
     if header_only {
         options = options.read_until(tags::PIXEL_DATA);
     }
     let result = match layout {
-        Layout::Standard => options.from_reader(BufReader::new(file)),
+        Layout::Standard => options.from_reader(file),
         Layout::Raw { explicit_vr } => {
             let ts = if explicit_vr {
                 uids::EXPLICIT_VR_LITTLE_ENDIAN
             } else {
                 uids::IMPLICIT_VR_LITTLE_ENDIAN
             };
-            let source = Cursor::new(synthetic_file_meta(ts)).chain(BufReader::new(file));
+            let source = Cursor::new(synthetic_file_meta(ts)).chain(file);
             options
                 .read_preamble(ReadPreamble::Never)
                 .from_reader(source)
@@ -233,9 +314,9 @@ fn synthetic_file_meta(transfer_syntax: &str) -> Vec<u8> {
 /// element must be in group 0008 (Identifying, where every composite IOD's data set starts
 /// once the meta group is gone) with a plausible length. Anything else is left as "not
 /// DICOM", so that random files are not parsed as DICOM by accident.
-fn sniff_raw_data_set(path: &Path) -> std::io::Result<Option<Layout>> {
+fn sniff_raw_data_set(source: Source<'_>) -> std::io::Result<Option<Layout>> {
     let mut head = [0u8; 8];
-    let mut file = File::open(path)?;
+    let mut file = source.open()?;
     let mut filled = 0;
     while filled < head.len() {
         match file.read(&mut head[filled..])? {
@@ -253,7 +334,7 @@ fn sniff_raw_data_set(path: &Path) -> std::io::Result<Option<Layout>> {
         return Ok(Some(Layout::Raw { explicit_vr: true }));
     }
     let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-    let file_len = file.metadata()?.len();
+    let file_len = source.len()?;
     Ok((u64::from(len) < file_len && len < 1 << 16).then_some(Layout::Raw { explicit_vr: false }))
 }
 

@@ -7,6 +7,7 @@
 //! model's preprocessing, not ingest's.
 
 pub mod dicom;
+pub mod dicom_scan;
 pub mod negation;
 pub mod raster;
 pub mod reports;
@@ -73,6 +74,10 @@ pub enum IngestError {
     },
     #[error("{path}: not a DICOM file: {reason}")]
     NotDicom { path: PathBuf, reason: String },
+    /// Refused before parsing: its structure cannot be true (an element longer than the file,
+    /// sequences nested without end, a deflate bomb); see [`dicom_scan`].
+    #[error("{path}: corrupt DICOM: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
     #[error("{path}: DICOM file has no pixel data (SOP class {sop_class})")]
     NoPixelData { path: PathBuf, sop_class: String },
     #[error("{path}: unsupported transfer syntax {uid} ({name})")]
@@ -129,6 +134,32 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions) -> Result<DecodedFile, Ing
         }
         walk::FileKind::Other => Err(IngestError::UnsupportedFile {
             path: path.to_path_buf(),
+        }),
+    }
+}
+
+/// [`decode_file`] for a file already in memory; `name` only names it in errors.
+pub fn decode_bytes(
+    name: &Path,
+    bytes: &[u8],
+    opts: &DecodeOptions,
+) -> Result<DecodedFile, IngestError> {
+    if bytes.is_empty() {
+        return Err(IngestError::Empty {
+            path: name.to_path_buf(),
+        });
+    }
+    match walk::classify(bytes) {
+        walk::FileKind::Dicom => dicom::decode_bytes(name, bytes, opts),
+        walk::FileKind::Png | walk::FileKind::Jpeg => {
+            let image = raster::decode_bytes(name, bytes, opts)?;
+            Ok(DecodedFile {
+                image,
+                meta: ImageMeta::default(),
+            })
+        }
+        walk::FileKind::Other => Err(IngestError::UnsupportedFile {
+            path: name.to_path_buf(),
         }),
     }
 }

@@ -4,7 +4,7 @@
 //! MIMIC-CXR-JPG), so 8-bit files are taken as they are. 16-bit files usually hold raw detector
 //! values; they get the same robust percentile window as a DICOM without VOI attributes.
 
-use std::io::BufReader;
+use std::io::{BufRead, BufReader, Cursor, Seek};
 use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageReader};
@@ -14,15 +14,32 @@ use super::{DecodeOptions, GreyImage, IngestError};
 
 /// Decodes a PNG or JPEG file, refusing images above `opts.max_pixels` before decoding them.
 pub fn decode(path: &Path, opts: &DecodeOptions) -> Result<GreyImage, IngestError> {
-    let image_err = |reason: String| IngestError::Image {
-        path: path.to_path_buf(),
-        reason,
-    };
     let file = std::fs::File::open(path).map_err(|source| IngestError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let reader = ImageReader::new(BufReader::new(file))
+    decode_reader(path, BufReader::new(file), opts)
+}
+
+/// [`decode`] for a PNG or JPEG file already in memory; `name` only names it in errors.
+pub fn decode_bytes(
+    name: &Path,
+    bytes: &[u8],
+    opts: &DecodeOptions,
+) -> Result<GreyImage, IngestError> {
+    decode_reader(name, Cursor::new(bytes), opts)
+}
+
+fn decode_reader<R: BufRead + Seek>(
+    path: &Path,
+    source: R,
+    opts: &DecodeOptions,
+) -> Result<GreyImage, IngestError> {
+    let image_err = |reason: String| IngestError::Image {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let reader = ImageReader::new(source)
         .with_guessed_format()
         .map_err(|e| image_err(e.to_string()))?;
     let mut decoder = reader

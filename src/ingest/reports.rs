@@ -118,6 +118,30 @@ const META_COLUMNS: &[(&str, &str)] = &[
     ("BodyPartExamined", "body_part"),
 ];
 
+/// How a report table is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    /// One JSON object per line (`.jsonl`, `.ndjson`, `.json`).
+    Jsonl,
+    /// Comma-separated values with a header row (`.csv`).
+    Csv,
+}
+
+impl TableFormat {
+    /// The format a file name's extension says, if any.
+    pub fn from_path(path: &Path) -> Option<Self> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("jsonl" | "json" | "ndjson") => Some(Self::Jsonl),
+            Some("csv") => Some(Self::Csv),
+            _ => None,
+        }
+    }
+}
+
 /// All reports of one table, findable by key.
 #[derive(Debug, Default)]
 pub struct ReportTable {
@@ -135,18 +159,27 @@ type Record = Vec<(String, String)>;
 impl ReportTable {
     /// Reads a `.jsonl`/`.json` (one object per line) or `.csv` table.
     pub fn load(path: &Path, columns: &TableColumns) -> Result<Self, ReportError> {
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
-        let records = match ext.as_deref() {
-            Some("jsonl" | "json" | "ndjson") => read_jsonl(path)?,
-            Some("csv") => read_csv(path)?,
-            _ => {
-                return Err(ReportError::Format {
-                    path: path.to_path_buf(),
-                })
-            }
+        let format = TableFormat::from_path(path).ok_or_else(|| ReportError::Format {
+            path: path.to_path_buf(),
+        })?;
+        let bytes = std::fs::read(path).map_err(|source| ReportError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(path, &bytes, format, columns)
+    }
+
+    /// Parses a table already in memory; `path` only names it in messages. [`Self::load`] reads
+    /// the file and calls this.
+    pub fn from_bytes(
+        path: &Path,
+        bytes: &[u8],
+        format: TableFormat,
+        columns: &TableColumns,
+    ) -> Result<Self, ReportError> {
+        let records = match format {
+            TableFormat::Jsonl => read_jsonl(path, bytes)?,
+            TableFormat::Csv => read_csv(path, bytes)?,
         };
         Self::from_records(path, records, columns)
     }
@@ -308,10 +341,14 @@ fn normalise_meta(field: &str, value: &str) -> String {
     }
 }
 
-fn read_jsonl(path: &Path) -> Result<Vec<Record>, ReportError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
+fn read_jsonl(path: &Path, bytes: &[u8]) -> Result<Vec<Record>, ReportError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let valid = &bytes[..e.valid_up_to()];
+        ReportError::Parse {
+            path: path.to_path_buf(),
+            line: valid.iter().filter(|&&b| b == b'\n').count() + 1,
+            reason: "not valid UTF-8".into(),
+        }
     })?;
     let mut records = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -347,14 +384,8 @@ fn read_jsonl(path: &Path) -> Result<Vec<Record>, ReportError> {
     Ok(records)
 }
 
-fn read_csv(path: &Path) -> Result<Vec<Record>, ReportError> {
-    let bytes = std::fs::read(path).map_err(|source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(bytes.as_slice());
+fn read_csv(path: &Path, bytes: &[u8]) -> Result<Vec<Record>, ReportError> {
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
     let parse_err = |line: usize, e: csv::Error| ReportError::Parse {
         path: path.to_path_buf(),
         line,

@@ -30,7 +30,8 @@ pub fn sniff(path: &Path) -> io::Result<FileKind> {
     Ok(classify(&head))
 }
 
-fn classify(head: &[u8]) -> FileKind {
+/// The kind of a file from its first bytes (132 are enough); what [`sniff`] reads.
+pub fn classify(head: &[u8]) -> FileKind {
     if head.len() >= 132 && &head[128..132] == b"DICM" {
         return FileKind::Dicom;
     }
