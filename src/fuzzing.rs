@@ -38,24 +38,34 @@ fn check_image(image: &GreyImage) {
 /// syntax and size checks, the full read, pixel decoding, the Modality LUT, VOI and
 /// MONOCHROME1 steps. Also the header-only metadata read and the content sniffing of
 /// [`ingest::decode_bytes`].
-pub fn dicom_ingest(data: &[u8]) {
+///
+/// Returns what the decode came to, for the regression tests to print.
+pub fn dicom_ingest(data: &[u8]) -> String {
     let name = Path::new(NAME);
     let opts = fuzz_options();
-    if let Ok(decoded) = dicom::decode_bytes(name, data, &opts) {
-        check_image(&decoded.image);
-    }
+    let outcome = describe(dicom::decode_bytes(name, data, &opts).map(|d| d.image));
     let _ = dicom::read_meta_bytes(name, data, &opts);
     if let Ok(decoded) = ingest::decode_bytes(name, data, &opts) {
         check_image(&decoded.image);
     }
+    outcome
+}
+
+/// Checks a decoded image and says what it is, or the error.
+fn describe(result: Result<GreyImage, ingest::IngestError>) -> String {
+    match result {
+        Ok(image) => {
+            check_image(&image);
+            format!("decoded {}x{}", image.width, image.height)
+        }
+        Err(e) => format!("error: {e}"),
+    }
 }
 
 /// PNG or JPEG bytes to a grey image under the pixel limit.
-pub fn raster_ingest(data: &[u8]) {
-    let name = Path::new(NAME);
-    if let Ok(image) = raster::decode_bytes(name, data, &fuzz_options()) {
-        check_image(&image);
-    }
+/// Returns what the decode came to, for the regression tests to print.
+pub fn raster_ingest(data: &[u8]) -> String {
+    describe(raster::decode_bytes(Path::new(NAME), data, &fuzz_options()))
 }
 
 /// Report text: sentence splitting, negation scopes and the asserted text; then the same bytes

@@ -114,6 +114,16 @@ fn malformed_files_are_reported_and_the_rest_is_indexed() {
     lengths[at + 7] = 0xFF;
     std::fs::write(corpus.join("bad-length.dcm"), &lengths).unwrap();
     bad.push(("bad-length.dcm", ""));
+    // Pixel Data declaring 4 GiB in a file of a few KiB: refused from the lengths, before
+    // dicom-rs would reserve (and zero) the 4 GiB.
+    let mut declared = good.clone();
+    let at = declared
+        .windows(6)
+        .position(|w| w == [0xE0, 0x7F, 0x10, 0x00, b'O', b'W'])
+        .expect("PixelData element");
+    declared[at + 8..at + 12].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    std::fs::write(corpus.join("declared-4gib.dcm"), &declared).unwrap();
+    bad.push(("declared-4gib.dcm", "declares 4294967280 bytes"));
     dicom(&corpus.join("huge.dcm"), "2.25.2", 65535, 65535, cr, false);
     bad.push(("huge.dcm", ""));
     dicom(
