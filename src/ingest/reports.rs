@@ -512,4 +512,38 @@ mod tests {
         let err = ReportTable::load(&p, &TableColumns::default()).unwrap_err();
         assert!(err.to_string().contains("r.jsonl:2"), "{err}");
     }
+
+    #[test]
+    fn tables_parse_from_memory_and_bad_utf8_names_its_line() {
+        let name = Path::new("mem.jsonl");
+        let table = ReportTable::from_bytes(
+            name,
+            b"{\"id\": \"a\", \"report\": \"Clear lungs.\"}\n",
+            TableFormat::Jsonl,
+            &TableColumns::default(),
+        )
+        .unwrap();
+        assert_eq!(table.len(), 1);
+        let err = ReportTable::from_bytes(
+            name,
+            b"{\"id\": \"a\"}\n{\"id\": \"\xff\"}\n",
+            TableFormat::Jsonl,
+            &TableColumns::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "mem.jsonl:2: not valid UTF-8");
+        let csv = ReportTable::from_bytes(
+            Path::new("mem.csv"),
+            b"id,report\nx,\xffno effusion\n",
+            TableFormat::Csv,
+            &TableColumns::default(),
+        )
+        .unwrap();
+        assert_eq!(csv.len(), 1);
+        assert_eq!(
+            TableFormat::from_path(Path::new("a.NDJSON")),
+            Some(TableFormat::Jsonl)
+        );
+        assert_eq!(TableFormat::from_path(Path::new("a.txt")), None);
+    }
 }
