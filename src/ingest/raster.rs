@@ -4,7 +4,8 @@
 //! MIMIC-CXR-JPG), so 8-bit files are taken as they are. 16-bit files usually hold raw detector
 //! values; they get the same robust percentile window as a DICOM without VOI attributes.
 
-use std::io::{BufRead, BufReader, Cursor, Seek};
+use std::io::{BufRead, BufReader, Cursor, Read, Seek, SeekFrom};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageReader};
@@ -30,7 +31,71 @@ pub fn decode_bytes(
     decode_reader(name, Cursor::new(bytes), opts)
 }
 
+/// Checks what the decoders would panic on, then decodes under `catch_unwind`: the `png` and
+/// `jpeg` decoders have panicked on malformed input (a palette whose length is not a whole
+/// number of RGB entries, found by the raster_ingest fuzz target), and one bad file must not
+/// end a batch.
 fn decode_reader<R: BufRead + Seek>(
+    path: &Path,
+    mut source: R,
+    opts: &DecodeOptions,
+) -> Result<GreyImage, IngestError> {
+    let image_err = |reason: String| IngestError::Image {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let io = |source| IngestError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(reason) = check_png_chunks(&mut source).map_err(io)? {
+        return Err(image_err(reason));
+    }
+    match catch_unwind(AssertUnwindSafe(|| decode_checked(path, source, opts))) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(image_err(format!("decoder panicked: {what}")))
+        }
+    }
+}
+
+/// The chunks of a PNG before its image data: a PLTE chunk must hold 1 to 256 RGB entries
+/// (PNG 11.2.3); png 0.18 panics on one that does not. Returns why the file is refused, if it
+/// is; anything else (not a PNG, a truncated chunk) is left to the decoder. Leaves `source`
+/// where it was.
+fn check_png_chunks<R: Read + Seek>(source: &mut R) -> std::io::Result<Option<String>> {
+    let start = source.stream_position()?;
+    let mut verdict = None;
+    let mut signature = [0u8; 8];
+    if source.read_exact(&mut signature).is_ok() && &signature == b"\x89PNG\r\n\x1a\n" {
+        let mut header = [0u8; 8];
+        while source.read_exact(&mut header).is_ok() {
+            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+            match &header[4..8] {
+                b"PLTE" if len == 0 || len % 3 != 0 || len > 768 => {
+                    verdict = Some(format!(
+                        "PNG palette (PLTE) of {len} bytes is not 1 to 256 RGB entries"
+                    ));
+                    break;
+                }
+                b"IDAT" | b"IEND" => break,
+                // Data and CRC.
+                _ => {
+                    source.seek(SeekFrom::Current(i64::from(len) + 4))?;
+                }
+            }
+        }
+    }
+    source.seek(SeekFrom::Start(start))?;
+    Ok(verdict)
+}
+
+fn decode_checked<R: BufRead + Seek>(
     path: &Path,
     source: R,
     opts: &DecodeOptions,
