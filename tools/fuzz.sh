@@ -27,12 +27,13 @@ max_len() {
 
 [ -d fuzz/corpus ] || python3 tools/make_fuzz_seeds.py fuzz/corpus
 mkdir -p fuzz/logs
-# -a: debug assertions and overflow checks, as in `cargo test`.
-cargo +nightly fuzz build -a
+# fuzz/Cargo.toml's release profile keeps debug assertions and overflow checks on, as in
+# `cargo test` (but not in openjp2: see the root Cargo.toml), so no `-a` here.
+cargo +nightly fuzz build
 for target in "${targets[@]}"; do
     echo "== $target: ${seconds}s"
     status=0
-    cargo +nightly fuzz run -a "$target" -- \
+    cargo +nightly fuzz run "$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -max_len="$(max_len "$target")" \
         -timeout=10 -print_final_stats=1 >"fuzz/logs/$target.log" 2>&1 || status=$?
     grep -E "^(#[0-9]+ +DONE|Done [0-9]+ runs|stat::number_of_executed_units|stat::average_exec_per_sec)" \
