@@ -290,6 +290,11 @@ impl<R: Read> Scan<'_, R> {
         if !self.cursor.read(&mut b)? {
             return Ok(None);
         }
+        self.header_from(b, offset)
+    }
+
+    /// Finishes reading an element header whose first 8 bytes are `b`.
+    fn header_from(&mut self, b: [u8; 8], offset: u64) -> io::Result<Option<Header>> {
         let tag = Tag(self.u16([b[0], b[1]]), self.u16([b[2], b[3]]));
         let explicit = self.encoding != Encoding::ImplicitLe;
         if tag.0 == 0xFFFE || !explicit {
@@ -329,6 +334,37 @@ impl<R: Read> Scan<'_, R> {
         }))
     }
 
+    /// Something other than an item where an item belongs: read on as if it were an element
+    /// (its length checked, its value skipped), so that nothing after it goes unchecked.
+    fn stray_element(&mut self, item: &Header) -> Result<End, ScanError> {
+        let mut b = [0u8; 8];
+        b[..2].copy_from_slice(&self.bytes16(item.tag.0));
+        b[2..4].copy_from_slice(&self.bytes16(item.tag.1));
+        b[4..].copy_from_slice(&self.bytes32(item.len));
+        let Some(header) = self.header_from(b, item.offset)? else {
+            return Ok(End::Stop);
+        };
+        if header.len != UNDEFINED {
+            self.check_fits(&header)?;
+            self.cursor.skip(header.len.into())?;
+        }
+        Ok(End::Normal)
+    }
+
+    fn bytes16(&self, v: u16) -> [u8; 2] {
+        match self.encoding {
+            Encoding::ExplicitBe => v.to_be_bytes(),
+            _ => v.to_le_bytes(),
+        }
+    }
+
+    fn bytes32(&self, v: u32) -> [u8; 4] {
+        match self.encoding {
+            Encoding::ExplicitBe => v.to_be_bytes(),
+            _ => v.to_le_bytes(),
+        }
+    }
+
     fn check_fits(&self, header: &Header) -> Result<(), ScanError> {
         let remaining = self.cursor.remaining();
         if u64::from(header.len) > remaining {
@@ -355,9 +391,9 @@ impl<R: Read> Scan<'_, R> {
             };
             match header.tag {
                 ITEM_END | SEQUENCE_END if depth > 0 => return Ok(End::Normal),
-                // dicom-rs skips a stray delimiter outside any sequence.
-                ITEM_END | SEQUENCE_END => continue,
-                ITEM => return Ok(End::Stop),
+                // dicom-rs skips a stray delimiter outside any sequence, and reads on after an
+                // item header where an element belongs: so does this pass (found by fuzzing).
+                ITEM_END | SEQUENCE_END | ITEM => continue,
                 _ => {}
             }
             if depth == 0 && header.tag == PIXEL_DATA && self.limits.stop_at_pixel_data {
@@ -415,7 +451,11 @@ impl<R: Read> Scan<'_, R> {
                         return Ok(End::Stop);
                     }
                 }
-                _ => return Ok(End::Stop),
+                _ => {
+                    if self.stray_element(&header)? == End::Stop {
+                        return Ok(End::Stop);
+                    }
+                }
             }
         }
     }
@@ -432,7 +472,12 @@ impl<R: Read> Scan<'_, R> {
                     self.check_fits(&header)?;
                     self.cursor.skip(header.len.into())?;
                 }
-                _ => return Ok(End::Stop),
+                ITEM => {}
+                _ => {
+                    if self.stray_element(&header)? == End::Stop {
+                        return Ok(End::Stop);
+                    }
+                }
             }
         }
     }
