@@ -28,12 +28,13 @@ max_len() {
 [ -d fuzz/corpus ] || python3 tools/make_fuzz_seeds.py fuzz/corpus
 mkdir -p fuzz/logs
 # fuzz/Cargo.toml's release profile keeps debug assertions and overflow checks on, as in
-# `cargo test` (but not in openjp2: see the root Cargo.toml), so no `-a` here.
-cargo +nightly fuzz build
+# `cargo test` (but not in openjp2: see the root Cargo.toml). `-O` makes cargo-fuzz use that
+# profile instead of forcing debug assertions on every crate.
+cargo +nightly fuzz build -O
 for target in "${targets[@]}"; do
     echo "== $target: ${seconds}s"
     status=0
-    cargo +nightly fuzz run "$target" -- \
+    cargo +nightly fuzz run -O "$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -max_len="$(max_len "$target")" \
         -timeout=10 -print_final_stats=1 >"fuzz/logs/$target.log" 2>&1 || status=$?
     grep -E "^(#[0-9]+ +DONE|Done [0-9]+ runs|stat::number_of_executed_units|stat::average_exec_per_sec)" \
