@@ -210,15 +210,13 @@ fn open_header(
         Some(Layout::Raw { explicit_vr }) => Some(explicit_vr),
         _ => None,
     };
-    dicom_scan::check(source.open().map_err(io)?, file_len, bare, &limits).map_err(
-        |e| match e {
-            dicom_scan::ScanError::Io(source) => io(source),
-            other => IngestError::Corrupt {
-                path: path.to_path_buf(),
-                reason: other.to_string(),
-            },
+    dicom_scan::check(|| source.open(), file_len, bare, &limits).map_err(|e| match e {
+        dicom_scan::ScanError::Io(source) => io(source),
+        other => IngestError::Corrupt {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
         },
-    )?;
+    })?;
 
     let standard_err = match read_object(source, Layout::Standard, true) {
         Ok(obj) => return Ok((obj, Layout::Standard)),

@@ -70,14 +70,18 @@ pub enum ScanError {
 
 /// Checks a file with a `DICM` magic code (at byte 128 after a preamble, or at byte 0).
 /// A file with neither is left alone here: dicom-rs does not read it as a standard file.
-/// `bare` says how to check a file without magic that is to be read as a bare data set
-/// (`Some(explicit_vr)`), if it is one.
-pub fn check(
-    mut file: impl Read,
+/// `bare` says how to check a file that is to be read as a bare data set when it has no magic
+/// or no file meta group dicom-rs accepts (`Some(explicit_vr)`), if it is one. `open` gives the
+/// file from its start; it is called a second time only for such a file with a magic code but
+/// no usable meta group, which is then checked again as the bare data set dicom-rs falls back
+/// to (found by fuzzing).
+pub fn check<R: Read>(
+    mut open: impl FnMut() -> io::Result<R>,
     file_len: u64,
     bare: Option<bool>,
     limits: &Limits,
 ) -> Result<(), ScanError> {
+    let mut file = open()?;
     let mut head = Vec::with_capacity(132);
     (&mut file).take(132).read_to_end(&mut head)?;
     let magic_at = if head.len() >= 132 && &head[128..132] == b"DICM" {
@@ -87,38 +91,65 @@ pub fn check(
     } else {
         None
     };
-    let rest = io::Cursor::new(head.clone()).chain(file);
+    let Some(start) = magic_at else {
+        return match bare {
+            Some(explicit_vr) => check_bare(
+                io::Cursor::new(head).chain(file),
+                file_len,
+                explicit_vr,
+                limits,
+            ),
+            None => Ok(()),
+        };
+    };
     let mut cursor = Cursor {
-        inner: rest,
+        inner: io::Cursor::new(head).chain(file),
         pos: 0,
         end: file_len,
     };
-    match (magic_at, bare) {
-        (Some(start), _) => {
-            cursor.skip(start)?;
-            check_standard(cursor, limits)
-        }
-        (None, Some(explicit_vr)) => {
-            let encoding = if explicit_vr {
-                Encoding::ExplicitLe
-            } else {
-                Encoding::ImplicitLe
-            };
-            let mut scan = Scan {
-                cursor,
-                encoding,
-                limits,
-                where_: "",
-            };
-            scan.data_set(None, 0).map(drop)
-        }
-        (None, None) => Ok(()),
+    cursor.skip(start)?;
+    match (check_standard(cursor, limits)?, bare) {
+        (Meta::Refused, Some(explicit_vr)) => check_bare(open()?, file_len, explicit_vr, limits),
+        _ => Ok(()),
     }
+}
+
+/// A bare data set, from the start of `file`.
+fn check_bare(
+    file: impl Read,
+    file_len: u64,
+    explicit_vr: bool,
+    limits: &Limits,
+) -> Result<(), ScanError> {
+    let encoding = if explicit_vr {
+        Encoding::ExplicitLe
+    } else {
+        Encoding::ImplicitLe
+    };
+    let mut scan = Scan {
+        cursor: Cursor {
+            inner: file,
+            pos: 0,
+            end: file_len,
+        },
+        encoding,
+        limits,
+        where_: "",
+    };
+    scan.data_set(None, 0).map(drop)
+}
+
+/// Whether [`check_standard`] found a file meta group to read the data set after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Meta {
+    Read,
+    /// None that dicom-rs would accept: it reads the file some other way, or not at all.
+    Refused,
 }
 
 /// The meta group (explicit VR little endian, as long as its group length says), then the data
 /// set in the transfer syntax the meta group names.
-fn check_standard<R: Read>(mut cursor: Cursor<R>, limits: &Limits) -> Result<(), ScanError> {
+fn check_standard<R: Read>(mut cursor: Cursor<R>, limits: &Limits) -> Result<Meta, ScanError> {
     let mut meta = Scan {
         cursor,
         encoding: Encoding::ExplicitLe,
@@ -126,30 +157,30 @@ fn check_standard<R: Read>(mut cursor: Cursor<R>, limits: &Limits) -> Result<(),
         where_: "",
     };
     let Some(header) = meta.header()? else {
-        return Ok(());
+        return Ok(Meta::Refused);
     };
     if header.tag != Tag(0x0002, 0x0000) || header.len != 4 {
-        return Ok(()); // dicom-rs refuses it
+        return Ok(Meta::Refused); // dicom-rs refuses it
     }
     let mut word = [0u8; 4];
     if !meta.cursor.read(&mut word)? {
-        return Ok(());
+        return Ok(Meta::Refused);
     }
     let group_len = u64::from(u32::from_le_bytes(word));
     let meta_start = meta.cursor.pos;
     let mut transfer_syntax = String::new();
     while meta.cursor.pos - meta_start < group_len {
         let Some(header) = meta.header()? else {
-            return Ok(());
+            return Ok(Meta::Refused);
         };
         if header.len == UNDEFINED {
-            return Ok(()); // dicom-rs refuses it
+            return Ok(Meta::Refused); // dicom-rs refuses it
         }
         meta.check_fits(&header)?;
         if header.tag == Tag(0x0002, 0x0010) && header.len <= 64 {
             let mut uid = vec![0u8; header.len as usize];
             if !meta.cursor.read(&mut uid)? {
-                return Ok(());
+                return Ok(Meta::Refused);
             }
             transfer_syntax = String::from_utf8_lossy(&uid)
                 .trim_end_matches(['\0', ' '])
@@ -173,7 +204,7 @@ fn check_standard<R: Read>(mut cursor: Cursor<R>, limits: &Limits) -> Result<(),
             limits,
             where_: "",
         };
-        return scan.data_set(None, 0).map(drop);
+        return scan.data_set(None, 0).map(|_| Meta::Read);
     }
 
     // Deflated: one pass to measure the inflated size (which bounds every length inside it),
@@ -186,7 +217,7 @@ fn check_standard<R: Read>(mut cursor: Cursor<R>, limits: &Limits) -> Result<(),
     let inflated = match io::copy(&mut counted, &mut io::sink()) {
         Ok(n) => n,
         // A broken stream: dicom-rs will say so.
-        Err(_) => return Ok(()),
+        Err(_) => return Ok(Meta::Read),
     };
     if inflated > limit {
         return Err(ScanError::InflatesTooFar { limit });
@@ -201,7 +232,7 @@ fn check_standard<R: Read>(mut cursor: Cursor<R>, limits: &Limits) -> Result<(),
         limits,
         where_: " of the inflated data set",
     };
-    scan.data_set(None, 0).map(drop)
+    scan.data_set(None, 0).map(|_| Meta::Read)
 }
 
 /// A reader that knows its position and where the input ends.
@@ -346,7 +377,7 @@ impl<R: Read> Scan<'_, R> {
         };
         if header.len != UNDEFINED {
             self.check_fits(&header)?;
-            self.cursor.skip(header.len.into())?;
+            self.cursor.skip(consumed(header.vr, header.len))?;
         }
         Ok(End::Normal)
     }
@@ -412,7 +443,7 @@ impl<R: Read> Scan<'_, R> {
                 if header.vr == VR::SQ {
                     self.sequence(Some(value_end), depth + 1)?
                 } else {
-                    self.cursor.skip(header.len.into())?;
+                    self.cursor.skip(consumed(header.vr, header.len))?;
                     End::Normal
                 }
             };
@@ -498,6 +529,21 @@ impl<R: Read> Scan<'_, R> {
     }
 }
 
+/// How many bytes dicom-rs reads for a value of `vr` declaring `len` bytes. For binary VRs of
+/// 2-, 4- or 8-byte words it reads whole words only (`len / size` of them) and leaves the rest
+/// of an odd-sized value in the stream, where it is read as the start of the next element
+/// header: the pass must do the same, or it checks other headers than dicom-rs reads (found by
+/// fuzzing).
+fn consumed(vr: VR, len: u32) -> u64 {
+    let word: u32 = match vr {
+        VR::US | VR::OW | VR::SS => 2,
+        VR::AT | VR::UL | VR::OL | VR::SL | VR::FL | VR::OF => 4,
+        VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => 8,
+        _ => 1,
+    };
+    u64::from(len - len % word)
+}
+
 /// VRs whose explicit-VR length is a 16-bit field right after the VR (PS3.5 7.1.2); the rest
 /// have two reserved bytes and a 32-bit length.
 fn short_length(vr: VR) -> bool {
@@ -577,7 +623,7 @@ mod tests {
     }
 
     fn scan(bytes: &[u8], bare: Option<bool>, limits: &Limits) -> Result<(), ScanError> {
-        check(bytes, bytes.len() as u64, bare, limits)
+        check(|| Ok(bytes), bytes.len() as u64, bare, limits)
     }
 
     #[test]
@@ -663,6 +709,41 @@ mod tests {
         let mut f = meta(EXPLICIT_BE);
         f.extend_from_slice(&[0, 0x09, 0, 0x10, b'O', b'B', 0, 0, 0x40, 0, 0, 0]);
         assert!(scan(&f, None, &limits()).is_err());
+    }
+
+    #[test]
+    fn odd_sized_word_values_are_read_as_dicom_rs_reads_them() {
+        // Implicit VR: (0028,0010) Rows, US, declaring 3 bytes. dicom-rs reads one 2-byte word
+        // and the third byte starts the next header, which here claims 4 GiB.
+        let mut f = meta(IMPLICIT_LE);
+        f.extend_from_slice(&[0x28, 0, 0x10, 0, 3, 0, 0, 0, 1, 0]);
+        f.extend_from_slice(&[0x09, 0, 0x10, 0, 0, 0, 0, 0x80]);
+        f.extend_from_slice(&[0; 16]);
+        let err = scan(&f, None, &limits()).unwrap_err();
+        assert!(err.to_string().contains("(0009,0010)"), "{err}");
+        // Even-sized word values are read whole.
+        let mut f = meta(IMPLICIT_LE);
+        f.extend_from_slice(&[0x28, 0, 0x10, 0, 2, 0, 0, 0, 1, 0]);
+        f.extend_from_slice(&[0x28, 0, 0x11, 0, 2, 0, 0, 0, 1, 0]);
+        scan(&f, None, &limits()).unwrap();
+    }
+
+    #[test]
+    fn a_magic_code_without_meta_group_is_checked_as_the_bare_data_set() {
+        // A bare implicit VR data set with "DICM" at byte 128 but no meta group after it:
+        // dicom-rs falls back to reading it as the bare data set.
+        let mut f = vec![0x08, 0, 0x16, 0, 2, 0, 0, 0, b'1', 0];
+        f.extend_from_slice(&[0x09, 0, 0x10, 0, 114, 0, 0, 0]);
+        f.resize(128, 0);
+        f.extend_from_slice(b"DICM");
+        f.extend_from_slice(&[0x09, 0, 0x11, 0, 0, 0, 0, 0x80]);
+        f.extend_from_slice(&[0; 8]);
+        assert!(
+            scan(&f, None, &limits()).is_ok(),
+            "not a bare data set: left alone"
+        );
+        let err = scan(&f, Some(false), &limits()).unwrap_err();
+        assert!(err.to_string().contains("(0009,0011) at byte 132"), "{err}");
     }
 
     #[test]
