@@ -27,22 +27,22 @@ pub fn repeat_for(min: Duration, min_iters: usize, mut f: impl FnMut()) -> (usiz
 
 /// Reads a headerless little-endian f32 file.
 pub fn read_f32(path: &Path) -> Result<Vec<f32>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if bytes.len() % 4 != 0 {
-        bail!(
-            "{}: length {} is not a multiple of 4",
-            path.display(),
-            bytes.len()
-        );
-    }
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    Ok(read_words(path)?
+        .into_iter()
+        .map(f32::from_le_bytes)
         .collect())
 }
 
 /// Reads a headerless little-endian i32 file.
 pub fn read_i32(path: &Path) -> Result<Vec<i32>> {
+    Ok(read_words(path)?
+        .into_iter()
+        .map(i32::from_le_bytes)
+        .collect())
+}
+
+/// The 4-byte words of a headerless file.
+fn read_words(path: &Path) -> Result<Vec<[u8; 4]>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     if bytes.len() % 4 != 0 {
         bail!(
@@ -53,7 +53,7 @@ pub fn read_i32(path: &Path) -> Result<Vec<i32>> {
     }
     Ok(bytes
         .chunks_exact(4)
-        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .map(|b| [b[0], b[1], b[2], b[3]])
         .collect())
 }
 

@@ -534,12 +534,10 @@ fn decode_pixels(path: &Path, obj: &DefaultDicomObject) -> Result<GreyImage, Ing
     let decoded = match outcome {
         Ok(result) => result.map_err(pixel_error)?,
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            return Err(pixel_error(format!("decoder panicked: {what}")));
+            return Err(pixel_error(format!(
+                "decoder panicked: {}",
+                super::panic_message(panic.as_ref())
+            )));
         }
     };
     let Decoded {

@@ -163,3 +163,13 @@ pub fn decode_bytes(
         }),
     }
 }
+
+/// The message of a caught decoder panic (decoders of hostile files are run under
+/// `catch_unwind`, and the panic becomes the file's error).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}

@@ -53,14 +53,10 @@ fn decode_reader<R: BufRead + Seek>(
     }
     match catch_unwind(AssertUnwindSafe(|| decode_checked(path, source, opts))) {
         Ok(result) => result,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(image_err(format!("decoder panicked: {what}")))
-        }
+        Err(panic) => Err(image_err(format!(
+            "decoder panicked: {}",
+            super::panic_message(panic.as_ref())
+        ))),
     }
 }
 
