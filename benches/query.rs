@@ -117,6 +117,7 @@ fn build(args: &Args, model: &DualEncoder) -> Result<()> {
             id: format!("doc{i:07}"),
             vector: Some(v.to_vec()),
             text: Some(text.join(" ")),
+            negated_text: None,
             fields,
         })?;
     }

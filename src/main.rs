@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use cxr_index::{Index, IndexSpec, IndexWriter};
 use cxr_search::embed::{self, IndexJob};
 use cxr_search::eval;
@@ -172,6 +172,57 @@ struct ModelArgs {
     device: String,
 }
 
+/// How a text query's signals are chosen and combined.
+#[derive(Args)]
+struct RankingArgs {
+    /// How image-vector and report-text results are combined: `convex` (weighted sum of
+    /// normalised scores) or `rrf` (reciprocal rank fusion).
+    #[arg(long, value_enum, default_value_t = FusionKind::Convex)]
+    fusion: FusionKind,
+    /// Weight of the image-vector list in convex fusion; the report text gets 1 minus it.
+    #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
+    vector_weight: f32,
+    /// Signals a text query uses: `vector`, `text`, or both.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "vector,text")]
+    signals: Vec<SignalKind>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FusionKind {
+    Convex,
+    Rrf,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum SignalKind {
+    Vector,
+    Text,
+}
+
+impl RankingArgs {
+    fn apply(&self, opts: &mut SearchOptions) {
+        opts.fusion = match self.fusion {
+            FusionKind::Convex => search::Fusion::Convex {
+                vector_weight: self.vector_weight,
+            },
+            FusionKind::Rrf => search::Fusion::Rrf,
+        };
+        opts.signals = search::Signals {
+            vector: self.signals.contains(&SignalKind::Vector),
+            text: self.signals.contains(&SignalKind::Text),
+        };
+    }
+}
+
+fn unit_interval(s: &str) -> Result<f32, String> {
+    let w: f32 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&w) {
+        Ok(w)
+    } else {
+        Err(format!("{w} is not between 0 and 1"))
+    }
+}
+
 #[derive(Args)]
 struct IndexArgs {
     /// Files or folders to index (walked recursively). None: index the reports alone.
@@ -240,6 +291,8 @@ struct SearchArgs {
     #[arg(long, value_name = "study", value_parser = ["study"])]
     group_by: Option<String>,
     #[command(flatten)]
+    ranking: RankingArgs,
+    #[command(flatten)]
     model: ModelArgs,
     #[arg(long)]
     json: bool,
@@ -264,6 +317,8 @@ struct EvalArgs {
     /// Write the ranking as a TREC run file.
     #[arg(long)]
     run: Option<PathBuf>,
+    #[command(flatten)]
+    ranking: RankingArgs,
     #[command(flatten)]
     model: ModelArgs,
     #[arg(long)]
@@ -509,6 +564,10 @@ fn cmd_search(args: SearchArgs) -> Result<ExitCode> {
     let mut opts = SearchOptions::top(args.k);
     opts.filter = search::Filter::parse(&args.filters)?;
     opts.group_by_study = args.group_by.is_some();
+    args.ranking.apply(&mut opts);
+    if let Some(text) = &args.text {
+        warn_if_denials_unindexed(&index, text);
+    }
     let started = std::time::Instant::now();
     let (hits, query_text) = match (&args.text, &args.image) {
         (Some(text), _) => (searcher.search_text(text, &opts)?, text.clone()),
@@ -519,6 +578,13 @@ fn cmd_search(args: SearchArgs) -> Result<ExitCode> {
         (None, None) => bail!("give --text or --image"),
     };
     let millis = started.elapsed().as_secs_f64() * 1000.0;
+    // The sentence shown is the one that matches what the query asks for, not what it denies.
+    let parsed = search::ParsedQuery::parse(&query_text);
+    let snippet_query = if parsed.asserted.trim().is_empty() {
+        query_text.clone()
+    } else {
+        parsed.asserted.clone()
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if args.json {
@@ -544,13 +610,14 @@ fn cmd_search(args: SearchArgs) -> Result<ExitCode> {
                     .unwrap_or("-")
             };
             let report = doc.map(|d| report_text(d.fields)).unwrap_or_default();
-            let snip = search::snippet(&report, &query_text, 90);
+            let snip = search::snippet(&report, &snippet_query, 90);
             writeln!(
                 out,
-                "{:>3}  {:<40}  {:.4}  {:<9} {}",
+                "{:>3}  {:<40}  {:.4}  {:<9} {:<9} {}",
                 i + 1,
                 h.id,
                 h.score,
+                ranked_by(h),
                 field("view"),
                 snip
             )?;
@@ -561,6 +628,30 @@ fn cmd_search(args: SearchArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Indexes made before denied findings were indexed apart cannot answer "no pneumothorax".
+fn warn_if_denials_unindexed(index: &Index, query: &str) {
+    if search::ParsedQuery::parse(query).has_negation()
+        && !index.has_text_field(cxr_index::TextField::Negated)
+    {
+        eprintln!(
+            "cxr: warning: this index was built before denied findings were indexed; the \
+             report text cannot answer what the query denies. Rebuild it to search them."
+        );
+    }
+}
+
+/// Which lists ranked a hit and where, e.g. `v3 t1` (vector rank 3, text rank 1).
+fn ranked_by(h: &search::Hit) -> String {
+    let mut parts = Vec::with_capacity(2);
+    if let Some((rank, _)) = h.vector {
+        parts.push(format!("v{rank}"));
+    }
+    if let Some((rank, _)) = h.text {
+        parts.push(format!("t{rank}"));
+    }
+    parts.join(" ")
 }
 
 /// The report sections of a stored document, in reading order.
@@ -590,7 +681,8 @@ fn cmd_eval(args: EvalArgs) -> Result<ExitCode> {
     let (index, model) = open_for_search(&args.index, &args.model)?;
     let searcher = Searcher::new(&index, model.as_ref())?;
     // Rank deeper than k so the run file is useful beyond the cut-off.
-    let opts = SearchOptions::top(args.k.max(100));
+    let mut opts = SearchOptions::top(args.k.max(100));
+    args.ranking.apply(&mut opts);
     let mut run_out = match &args.run {
         Some(path) => Some(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,

@@ -273,6 +273,49 @@ fn report_only_corpus_and_empty_reports() {
 }
 
 #[test]
+fn denied_findings_are_searched_apart_from_asserted_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("reports.jsonl");
+    std::fs::write(
+        &reports,
+        r#"{"id": "r1", "findings": "Small left pleural effusion. No pneumothorax."}
+{"id": "r2", "findings": "Cardiomegaly. No pleural effusion."}
+{"id": "r3", "findings": "Cardiomegaly with small right pleural effusion."}
+{"id": "r4", "findings": "Large right pneumothorax."}
+{"id": "r5", "findings": "The lungs are clear."}
+"#,
+    )
+    .unwrap();
+    let idx = dir.path().join("idx");
+    let i = idx.to_str().unwrap();
+    let o = cxr(&["index", "--reports", reports.to_str().unwrap(), "--out", i]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let ids = |query: &str| -> Vec<String> {
+        let o = cxr(&["search", i, "--text", query, "--json"]);
+        let (out, err) = text(&o);
+        assert!(err.is_empty(), "{query}: {err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // A finding asked for: the report that denies it is not a match.
+    assert_eq!(ids("pneumothorax"), ["r4"]);
+    // A finding asked to be absent: the report that denies it, not the one that asserts it.
+    assert_eq!(ids("no pneumothorax"), ["r1"]);
+    // Asserted and denied together: reports asserting the denied finding are left out.
+    let mut both = ids("cardiomegaly");
+    both.sort();
+    assert_eq!(both, ["r2", "r3"]);
+    assert_eq!(ids("cardiomegaly without pleural effusion"), ["r2"]);
+    // Qualifiers do not narrow what is left out: any asserted effusion is.
+    assert_eq!(ids("cardiomegaly without a large effusion"), ["r2"]);
+}
+
+#[test]
 fn an_index_refuses_another_model() {
     let dir = tempfile::tempdir().unwrap();
     let model = make_model(dir.path());

@@ -15,6 +15,7 @@
 //!     id: "1.2.840.1".into(),
 //!     vector: Some(vec![0.1, 0.7, 0.2]),
 //!     text: Some("Small left pleural effusion.".into()),
+//!     negated_text: Some("pneumothorax".into()), // "No pneumothorax." in the report
 //!     ..Default::default()
 //! })?;
 //! writer.commit()?;
@@ -80,7 +81,7 @@ pub use manifest::{
     OLDEST_READABLE_FORMAT_VERSION,
 };
 pub use reader::{DocRef, Hit, Index};
-pub use text::Bm25Params;
+pub use text::{Bm25Params, TextField};
 pub use writer::{read_failures, CommitInfo, CompactInfo, Document, Failure, IndexWriter};
 
 #[cfg(test)]

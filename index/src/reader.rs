@@ -13,7 +13,7 @@ use crate::docs::DocTable;
 use crate::error::{IndexError, Result};
 use crate::graph::{HnswGraph, SearchOptions};
 use crate::manifest::Manifest;
-use crate::text::TextReader;
+use crate::text::{TextField, TextReader};
 use crate::vectors::{self, VectorStore};
 use crate::writer::load_graph;
 
@@ -316,9 +316,11 @@ impl Index {
         self.search_text_filtered(query, k, &|_| true)
     }
 
-    /// [`Self::search_text`] among the documents for which `allow(ord)` holds.
-    pub fn search_text_filtered(
+    /// [`Self::search_text_filtered`] over one of the searchable fields: what reports assert
+    /// (the default of the other text searches) or what they deny.
+    pub fn search_text_field(
         &self,
+        field: TextField,
         query: &str,
         k: usize,
         allow: &dyn Fn(u32) -> bool,
@@ -326,9 +328,33 @@ impl Index {
         let live_and_allowed = |ord: u32| self.docs.is_live(ord) && allow(ord);
         Ok(self
             .text
-            .search(query, k, self.options.bm25, &live_and_allowed)?
+            .search(field, query, k, self.options.bm25, &live_and_allowed)?
             .into_iter()
             .map(|(ord, score)| Hit { ord, score })
             .collect())
+    }
+
+    /// Ordinals of the live documents whose `field` contains any term of `query` (analysed as
+    /// in search), ascending: for excluding documents that assert a finding the query denies.
+    pub fn text_matches(&self, field: TextField, query: &str) -> Result<Vec<u32>> {
+        let mut ords = self.text.matching(field, query)?;
+        ords.retain(|&ord| self.docs.is_live(ord));
+        Ok(ords)
+    }
+
+    /// Whether this index has the field; indexes made before denied findings were indexed
+    /// apart lack [`TextField::Negated`].
+    pub fn has_text_field(&self, field: TextField) -> bool {
+        self.text.has_field(field)
+    }
+
+    /// [`Self::search_text`] among the documents for which `allow(ord)` holds.
+    pub fn search_text_filtered(
+        &self,
+        query: &str,
+        k: usize,
+        allow: &dyn Fn(u32) -> bool,
+    ) -> Result<Vec<Hit>> {
+        self.search_text_field(TextField::Asserted, query, k, allow)
     }
 }

@@ -1,9 +1,12 @@
 //! The tantivy index over report text (sub-folder `text/`).
 //!
 //! Schema: `ord` (u64, indexed + fast: the document ordinal, used to map hits back and to
-//! delete uncommitted documents), `id` (raw string, stored), `text` (`en_stem` analyser, with
-//! positions, not stored). Every document of the index gets a tantivy document, with or
-//! without text, so tantivy's document count can be checked against the manifest.
+//! delete uncommitted documents), `id` (raw string, stored), `text` and `negated` (`en_stem`
+//! analyser, with positions, not stored). `text` holds what a report asserts, `negated` what
+//! it denies ("no pneumothorax"), so a query can ask for either ([`TextField`]). Indexes made
+//! before `negated` existed have no such field; searching it finds nothing there. Every
+//! document of the index gets a tantivy document, with or without text, so tantivy's document
+//! count can be checked against the manifest.
 //!
 //! tantivy commits on its own, before our manifest is replaced. A crash between the two
 //! leaves tantivy documents with `ord >= manifest.doc_count`: readers skip those hits, and a
@@ -25,8 +28,8 @@
 //! - document length: tantivy's fieldnorm, a one-byte lossy encoding of the token count
 //!   (exact up to 40 tokens, then rounded *down* to a bucket of growing width). tantivy's
 //!   own BM25 uses the same approximation; it shifts scores of long documents slightly;
-//! - `N`: documents with at least one token in `text` (Lucene's `docCount`), so image-only
-//!   documents do not dilute the idf or the average length;
+//! - `N`: documents with at least one token in the field searched (Lucene's `docCount`), so
+//!   image-only documents do not dilute the idf or the average length;
 //! - `avgdl`: the exact total token count of the field / `N`;
 //! - `df`: tantivy's document frequency over the snapshot.
 //!
@@ -62,6 +65,7 @@ use crate::error::{IndexError, Result};
 const ORD: &str = "ord";
 const ID: &str = "id";
 const TEXT: &str = "text";
+const NEGATED: &str = "negated";
 const ANALYZER: &str = "en_stem";
 /// Indexing memory budget of the tantivy writer (split over its threads).
 const WRITER_MEMORY: usize = 64 * 1024 * 1024;
@@ -71,6 +75,26 @@ struct Fields {
     ord: Field,
     id: Field,
     text: Field,
+    /// Absent in indexes created before the field existed.
+    negated: Option<Field>,
+}
+
+/// Which searchable text of a document a query runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextField {
+    /// What the report asserts (or leaves uncertain): [`Document::text`](crate::Document).
+    Asserted,
+    /// What the report denies: [`Document::negated_text`](crate::Document).
+    Negated,
+}
+
+impl Fields {
+    fn get(&self, field: TextField) -> Option<Field> {
+        match field {
+            TextField::Asserted => Some(self.text),
+            TextField::Negated => self.negated,
+        }
+    }
 }
 
 fn schema() -> Schema {
@@ -80,7 +104,14 @@ fn schema() -> Schema {
     let indexing = TextFieldIndexing::default()
         .set_tokenizer(ANALYZER)
         .set_index_option(IndexRecordOption::WithFreqsAndPositions);
-    builder.add_text_field(TEXT, TextOptions::default().set_indexing_options(indexing));
+    builder.add_text_field(
+        TEXT,
+        TextOptions::default().set_indexing_options(indexing.clone()),
+    );
+    builder.add_text_field(
+        NEGATED,
+        TextOptions::default().set_indexing_options(indexing),
+    );
     builder.build()
 }
 
@@ -95,6 +126,7 @@ fn fields(index: &tantivy::Index, path: &Path) -> Result<Fields> {
         ord: get(ORD)?,
         id: get(ID)?,
         text: get(TEXT)?,
+        negated: schema.get_field(NEGATED).ok(),
     })
 }
 
@@ -232,12 +264,23 @@ impl TextWriter {
         })
     }
 
-    pub(crate) fn add(&mut self, ord: u32, id: &str, text: Option<&str>) -> Result<()> {
+    pub(crate) fn add(
+        &mut self,
+        ord: u32,
+        id: &str,
+        text: Option<&str>,
+        negated: Option<&str>,
+    ) -> Result<()> {
         let mut doc = TantivyDocument::default();
         doc.add_u64(self.fields.ord, u64::from(ord));
         doc.add_text(self.fields.id, id);
         if let Some(text) = text {
             doc.add_text(self.fields.text, text);
+        }
+        // An index made before the field existed keeps its schema: the denied words are not
+        // indexed there (readers say so through `has_field`).
+        if let (Some(field), Some(negated)) = (self.fields.negated, negated) {
+            doc.add_text(field, negated);
         }
         self.writer
             .add_document(doc)
@@ -373,10 +416,36 @@ pub(crate) struct TextReader {
     reader: IndexReader,
     /// Documents of the manifest; hits with a larger ordinal are uncommitted leftovers.
     doc_count: u64,
-    /// BM25 `N`: documents of the snapshot with at least one token in `text`.
+    asserted: FieldStats,
+    negated: FieldStats,
+}
+
+/// Collection statistics of one field, fixed for the snapshot (the reader never reloads).
+#[derive(Clone, Copy, Debug, Default)]
+struct FieldStats {
+    /// BM25 `N`: documents of the snapshot with at least one token in the field.
     docs_with_text: u64,
-    /// Tokens in `text` over the snapshot (exact, not from fieldnorms).
+    /// Tokens in the field over the snapshot (exact, not from fieldnorms).
     total_tokens: u64,
+}
+
+impl FieldStats {
+    fn collect(searcher: &tantivy::Searcher, field: Field, path: &Path) -> Result<FieldStats> {
+        let mut stats = FieldStats::default();
+        for segment in searcher.segment_readers() {
+            stats.total_tokens += segment
+                .inverted_index(field)
+                .map_err(IndexError::tantivy(path))?
+                .total_num_tokens();
+            let norms = segment
+                .get_fieldnorms_reader(field)
+                .map_err(IndexError::tantivy(path))?;
+            stats.docs_with_text += (0..segment.max_doc())
+                .filter(|&doc| norms.fieldnorm_id(doc) != 0)
+                .count() as u64;
+        }
+        Ok(stats)
+    }
 }
 
 impl TextReader {
@@ -393,35 +462,80 @@ impl TextReader {
                 format!("text index holds {num_docs} documents, the manifest says {live}"),
             ));
         }
-        // Collection statistics, fixed for the snapshot (the reader never reloads).
-        let mut docs_with_text = 0u64;
-        let mut total_tokens = 0u64;
-        for segment in searcher.segment_readers() {
-            total_tokens += segment
-                .inverted_index(fields.text)
-                .map_err(IndexError::tantivy(path))?
-                .total_num_tokens();
-            let norms = segment
-                .get_fieldnorms_reader(fields.text)
-                .map_err(IndexError::tantivy(path))?;
-            docs_with_text += (0..segment.max_doc())
-                .filter(|&doc| norms.fieldnorm_id(doc) != 0)
-                .count() as u64;
-        }
+        let asserted = FieldStats::collect(&searcher, fields.text, path)?;
+        let negated = match fields.negated {
+            Some(field) => FieldStats::collect(&searcher, field, path)?,
+            None => FieldStats::default(),
+        };
         Ok(TextReader {
             path: path.to_path_buf(),
             index,
             fields,
             reader,
             doc_count,
-            docs_with_text,
-            total_tokens,
+            asserted,
+            negated,
         })
+    }
+
+    /// Whether the index has the field at all (see the module notes).
+    pub(crate) fn has_field(&self, field: TextField) -> bool {
+        self.fields.get(field).is_some()
+    }
+
+    fn stats(&self, field: TextField) -> FieldStats {
+        match field {
+            TextField::Asserted => self.asserted,
+            TextField::Negated => self.negated,
+        }
+    }
+
+    /// Committed, live-or-not ordinals of the documents whose `field` holds any term of
+    /// `query`, ascending. Deleted tantivy documents are skipped; the caller skips tombstones.
+    pub(crate) fn matching(&self, field: TextField, query: &str) -> Result<Vec<u32>> {
+        let Some(tantivy_field) = self.fields.get(field) else {
+            return Ok(Vec::new());
+        };
+        let terms = self.terms(query)?;
+        let searcher = self.reader.searcher();
+        let mut out = Vec::new();
+        for segment in searcher.segment_readers() {
+            let inverted = segment
+                .inverted_index(tantivy_field)
+                .map_err(IndexError::tantivy(&self.path))?;
+            let alive = segment.alive_bitset();
+            let ords = segment
+                .fast_fields()
+                .u64(ORD)
+                .map_err(IndexError::tantivy(&self.path))?;
+            for (text, _) in &terms {
+                let term = Term::from_field_text(tantivy_field, text);
+                let postings = inverted
+                    .read_postings(&term, IndexRecordOption::Basic)
+                    .map_err(IndexError::io(&self.path))?;
+                let Some(mut postings) = postings else {
+                    continue;
+                };
+                let mut doc = postings.doc();
+                while doc != TERMINATED {
+                    if !alive.is_some_and(|a| a.is_deleted(doc)) {
+                        if let Some(ord) = ords.first(doc).filter(|&o| o < self.doc_count) {
+                            out.push(ord as u32);
+                        }
+                    }
+                    doc = postings.advance();
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 
     /// Distinct analysed terms of `query` (lower-cased, stemmed) in order of first
     /// occurrence, each with how many times it occurs in the query.
     fn terms(&self, query: &str) -> Result<Vec<(String, u32)>> {
+        // Both searchable fields share the analyser.
         let mut analyzer = self
             .index
             .tokenizer_for_field(self.fields.text)
@@ -443,12 +557,17 @@ impl TextReader {
     /// loses results the way filtering a fixed-size top list would.
     pub(crate) fn search(
         &self,
+        field: TextField,
         query: &str,
         k: usize,
         params: Bm25Params,
         allow: &dyn Fn(u32) -> bool,
     ) -> Result<Vec<(u32, f32)>> {
-        if k == 0 || self.docs_with_text == 0 {
+        let stats = self.stats(field);
+        let Some(tantivy_field) = self.fields.get(field) else {
+            return Ok(Vec::new());
+        };
+        if k == 0 || stats.docs_with_text == 0 {
             return Ok(Vec::new());
         }
         let terms = self.terms(query)?;
@@ -461,12 +580,12 @@ impl TextReader {
         // Per query term: its query weight count * idf * (k1 + 1).
         let mut weighted: Vec<(Term, f32)> = Vec::with_capacity(terms.len());
         for (text, count) in &terms {
-            let term = Term::from_field_text(self.fields.text, text);
+            let term = Term::from_field_text(tantivy_field, text);
             let df = searcher
                 .doc_freq(&term)
                 .map_err(IndexError::tantivy(&self.path))?;
             if df > 0 {
-                let weight = *count as f32 * idf(df, self.docs_with_text) * (k1 + 1.0);
+                let weight = *count as f32 * idf(df, stats.docs_with_text) * (k1 + 1.0);
                 weighted.push((term, weight));
             }
         }
@@ -474,7 +593,7 @@ impl TextReader {
             return Ok(Vec::new());
         }
         // The length part of the denominator for each of the 256 fieldnorm codes.
-        let avg_len = self.total_tokens as f32 / self.docs_with_text as f32;
+        let avg_len = stats.total_tokens as f32 / stats.docs_with_text as f32;
         let mut length_norm = [0f32; 256];
         for (code, slot) in length_norm.iter_mut().enumerate() {
             let len = FieldNormReader::id_to_fieldnorm(code as u8) as f32;
@@ -485,10 +604,10 @@ impl TextReader {
         let mut top: BinaryHeap<Reverse<Candidate>> = BinaryHeap::with_capacity(k + 1);
         for segment in searcher.segment_readers() {
             let inverted = segment
-                .inverted_index(self.fields.text)
+                .inverted_index(tantivy_field)
                 .map_err(IndexError::tantivy(&self.path))?;
             let norms = segment
-                .get_fieldnorms_reader(self.fields.text)
+                .get_fieldnorms_reader(tantivy_field)
                 .map_err(IndexError::tantivy(&self.path))?;
             let mut scores = vec![0f32; segment.max_doc() as usize];
             // Every contribution is > 0, so a zero score marks an untouched document.
@@ -566,7 +685,7 @@ mod tests {
         let mut ord = 0u32;
         for batch in batches {
             for text in *batch {
-                writer.add(ord, &format!("doc-{ord}"), *text).unwrap();
+                writer.add(ord, &format!("doc-{ord}"), *text, None).unwrap();
                 ord += 1;
             }
             writer.commit().unwrap();
@@ -601,7 +720,10 @@ mod tests {
             ]],
         );
         let reader = TextReader::open(&dir.path().join("text"), n, n).unwrap();
-        assert_eq!((reader.docs_with_text, reader.total_tokens), (4, 13));
+        assert_eq!(
+            (reader.asserted.docs_with_text, reader.asserted.total_tokens),
+            (4, 13)
+        );
         let params = Bm25Params::default();
 
         // N = 4, avgdl = 13 / 4 = 3.25, k1 = 0.9, b = 0.4.
@@ -612,7 +734,9 @@ mod tests {
         //          0.356675 * 1.9 / (1 + 0.761538)                = 0.384711
         //   doc 1: tf 1, len 5: K = 0.9 * (0.6 + 0.4 * 5 / 3.25) = 1.093846
         //          0.356675 * 1.9 / (1 + 1.093846)                = 0.323654
-        let hits = reader.search("effusions", 10, params, &|_| true).unwrap();
+        let hits = reader
+            .search(TextField::Asserted, "effusions", 10, params, &|_| true)
+            .unwrap();
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [3, 0, 1]);
         assert_close(hits[0].1, 0.471873);
         assert_close(hits[1].1, 0.384711);
@@ -623,17 +747,33 @@ mod tests {
         //   doc 1: 0.693147 * 1.9 / 2.093846 + 1.203973 * 1.9 / 2.093846 = 1.721487
         //   doc 0: 0.693147 * 1.9 / 1.761538                              = 0.747630
         let hits = reader
-            .search("Pleural, pneumothorax?", 10, params, &|_| true)
+            .search(
+                TextField::Asserted,
+                "Pleural, pneumothorax?",
+                10,
+                params,
+                &|_| true,
+            )
             .unwrap();
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [1, 0]);
         assert_close(hits[0].1, 1.721487);
         assert_close(hits[1].1, 0.747630);
 
         // A term repeated in the query counts once per occurrence.
-        let once = scores(&reader.search("effusion", 10, params, &|_| true).unwrap());
+        let once = scores(
+            &reader
+                .search(TextField::Asserted, "effusion", 10, params, &|_| true)
+                .unwrap(),
+        );
         let twice = scores(
             &reader
-                .search("effusion effusions", 10, params, &|_| true)
+                .search(
+                    TextField::Asserted,
+                    "effusion effusions",
+                    10,
+                    params,
+                    &|_| true,
+                )
                 .unwrap(),
         );
         assert_eq!(once.len(), twice.len());
@@ -643,20 +783,20 @@ mod tests {
 
         // Terms absent from the index, empty queries and k = 0 give nothing.
         assert!(reader
-            .search("cardiomegaly", 10, params, &|_| true)
+            .search(TextField::Asserted, "cardiomegaly", 10, params, &|_| true)
             .unwrap()
             .is_empty());
         assert!(reader
-            .search(" ?! ", 10, params, &|_| true)
+            .search(TextField::Asserted, " ?! ", 10, params, &|_| true)
             .unwrap()
             .is_empty());
         assert!(reader
-            .search("effusion", 0, params, &|_| true)
+            .search(TextField::Asserted, "effusion", 0, params, &|_| true)
             .unwrap()
             .is_empty());
         assert_eq!(
             reader
-                .search("effusion", 2, params, &|_| true)
+                .search(TextField::Asserted, "effusion", 2, params, &|_| true)
                 .unwrap()
                 .len(),
             2
@@ -706,7 +846,13 @@ mod tests {
             "no pneumothorax basilar",
         ] {
             let ours = reader
-                .search(query, 100, Bm25Params::TANTIVY, &|_| true)
+                .search(
+                    TextField::Asserted,
+                    query,
+                    100,
+                    Bm25Params::TANTIVY,
+                    &|_| true,
+                )
                 .unwrap();
             let clauses: Vec<(Occur, Box<dyn Query>)> = reader
                 .terms(query)
@@ -747,10 +893,22 @@ mod tests {
         }
         // The defaults rank differently from tantivy's parameters on this corpus.
         let ours = reader
-            .search("effusion", 100, Bm25Params::default(), &|_| true)
+            .search(
+                TextField::Asserted,
+                "effusion",
+                100,
+                Bm25Params::default(),
+                &|_| true,
+            )
             .unwrap();
         let tantivys = reader
-            .search("effusion", 100, Bm25Params::TANTIVY, &|_| true)
+            .search(
+                TextField::Asserted,
+                "effusion",
+                100,
+                Bm25Params::TANTIVY,
+                &|_| true,
+            )
             .unwrap();
         assert_ne!(ours, tantivys);
     }
@@ -764,18 +922,24 @@ mod tests {
         let params = Bm25Params::default();
 
         let reader = TextReader::open(&path, n, n).unwrap();
-        let hits = reader.search("effusion", 10, params, &|_| true).unwrap();
+        let hits = reader
+            .search(TextField::Asserted, "effusion", 10, params, &|_| true)
+            .unwrap();
         assert_eq!(
             hits.iter().map(|h| h.0).collect::<Vec<_>>(),
             [0, 1, 2, 3, 4, 5]
         );
         assert!(hits.windows(2).all(|w| w[0].1 == w[1].1));
-        let top2 = reader.search("effusion", 2, params, &|_| true).unwrap();
+        let top2 = reader
+            .search(TextField::Asserted, "effusion", 2, params, &|_| true)
+            .unwrap();
         assert_eq!(top2.iter().map(|h| h.0).collect::<Vec<_>>(), [0, 1]);
 
         // Leftovers of a crash (ord >= the manifest's count) are never returned...
         let reader = TextReader::open(&path, 4, 4).unwrap();
-        let hits = reader.search("effusion", 10, params, &|_| true).unwrap();
+        let hits = reader
+            .search(TextField::Asserted, "effusion", 10, params, &|_| true)
+            .unwrap();
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
         drop(reader);
         // ...nor once deleted (deleted documents still count in the statistics, as in Lucene).
@@ -787,7 +951,9 @@ mod tests {
             Err(IndexError::Corrupt { .. })
         ));
         let reader = TextReader::open(&path, 2, 2).unwrap();
-        let hits = reader.search("effusion", 10, params, &|_| true).unwrap();
+        let hits = reader
+            .search(TextField::Asserted, "effusion", 10, params, &|_| true)
+            .unwrap();
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [0, 1]);
     }
 

@@ -47,8 +47,12 @@ pub struct Document {
     /// Image embedding with the index's dimension; `None` for report-only documents. It need
     /// not be normalised: [`IndexWriter::add`] scales it to unit length.
     pub vector: Option<Vec<f32>>,
-    /// Report text, searchable with BM25; `None` when there is no report.
+    /// Report text, searchable with BM25; `None` when there is no report. For reports, what
+    /// the report asserts: denied findings belong in `negated_text`.
     pub text: Option<String>,
+    /// What the report denies ("no pneumothorax" gives "pneumothorax"), searchable apart from
+    /// `text` ([`TextField::Negated`](crate::TextField)); `None` when nothing is denied.
+    pub negated_text: Option<String>,
     /// Stored metadata and report sections, returned with results.
     pub fields: BTreeMap<String, String>,
 }
@@ -316,6 +320,7 @@ impl IndexWriter {
             id,
             vector,
             text,
+            negated_text,
             fields,
         } = doc;
         if id.is_empty() {
@@ -350,7 +355,8 @@ impl IndexWriter {
             None => None,
         };
         let ord = self.docs.records.len() as u32;
-        self.text.add(ord, &id, text.as_deref())?;
+        self.text
+            .add(ord, &id, text.as_deref(), negated_text.as_deref())?;
         let row = vector.map(|v| {
             let row = self.docs.row_to_ord.len();
             self.vectors.extend_from_slice(&v);

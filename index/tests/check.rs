@@ -55,6 +55,7 @@ fn good_index(with_vectors: bool) -> (tempfile::TempDir, PathBuf) {
                 id: format!("doc-{i}"),
                 vector,
                 text,
+                negated_text: None,
                 fields,
             })
             .unwrap();
@@ -295,6 +296,7 @@ fn uncommitted_text_documents_are_a_warning_not_a_failure() {
             .add(Document {
                 id: format!("ghost-{i}"),
                 text: Some("ghost".into()),
+                negated_text: None,
                 ..Default::default()
             })
             .unwrap();

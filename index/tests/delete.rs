@@ -53,6 +53,7 @@ fn build(dir: &Path, n: usize) -> Vec<Vec<f32>> {
                 id: format!("d{i}"),
                 vector: Some(v),
                 text: Some(format!("report of d{i}: {finding}")),
+                negated_text: None,
                 fields,
             })
             .unwrap();
@@ -133,6 +134,7 @@ fn deleted_documents_leave_every_store_and_their_id_can_come_back() {
             id: "d3".into(),
             vector: Some(vectors[3].clone()),
             text: Some("report of d3 again".into()),
+            negated_text: None,
             fields: BTreeMap::new(),
         })
         .unwrap();

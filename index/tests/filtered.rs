@@ -42,6 +42,7 @@ fn build(dir: &std::path::Path) -> Index {
             id: format!("d{i}"),
             vector: Some(vector),
             text: None,
+            negated_text: None,
             fields: BTreeMap::new(),
         })
         .unwrap();

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use cxr_index::{
     read_failures, Bm25Params, Document, Index, IndexError, IndexSpec, IndexWriter, SearchOptions,
+    TextField,
 };
 
 const DIM: usize = 16;
@@ -49,6 +50,7 @@ fn doc(id: &str, vector: Option<Vec<f32>>, text: Option<&str>) -> Document {
         id: id.to_string(),
         vector,
         text: text.map(str::to_string),
+        negated_text: None,
         fields,
     }
 }
@@ -733,4 +735,51 @@ fn failures_are_appended_to_errors_jsonl() {
     let mut writer = IndexWriter::open(dir.path()).unwrap();
     writer.record_failure("d.dcm", "x").unwrap();
     assert_eq!(read_failures(dir.path()).unwrap().len(), 3);
+}
+
+#[test]
+fn asserted_and_denied_text_are_searched_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("idx");
+    let mut writer = IndexWriter::create(&dir, spec(DIM)).unwrap();
+    for (id, asserted, denied) in [
+        ("a", "small left pleural effusion", Some("pneumothorax")),
+        ("b", "large pneumothorax", None),
+        ("c", "cardiomegaly", Some("pleural effusion pneumothorax")),
+        ("d", "", Some("cardiomegaly")),
+    ] {
+        let mut d = doc(id, None, Some(asserted));
+        d.negated_text = denied.map(str::to_string);
+        writer.add(d).unwrap();
+    }
+    assert!(writer.delete("d"));
+    writer.commit().unwrap();
+    let index = Index::open(&dir).unwrap();
+    assert!(index.has_text_field(TextField::Negated));
+    let all = |_: u32| true;
+    let search = |field, q: &str| {
+        let hits = index.search_text_field(field, q, 10, &all).unwrap();
+        ids(&index, &hits)
+    };
+    assert_eq!(search(TextField::Asserted, "pneumothorax"), ["b"]);
+    let mut denied = search(TextField::Negated, "pneumothorax");
+    denied.sort();
+    assert_eq!(denied, ["a", "c"]);
+    // The plain text search is the asserted one.
+    assert_eq!(
+        ids(&index, &index.search_text("effusion", 10).unwrap()),
+        ["a"]
+    );
+    // Matches are every live document holding a term, deleted ones left out.
+    let ord = |id: &str| (0..index.ord_bound()).find(|&o| index.doc(o).is_some_and(|d| d.id == id));
+    assert_eq!(
+        index
+            .text_matches(TextField::Asserted, "effusions")
+            .unwrap(),
+        vec![ord("a").unwrap()]
+    );
+    assert!(index
+        .text_matches(TextField::Negated, "cardiomegaly")
+        .unwrap()
+        .is_empty());
 }

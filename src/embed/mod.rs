@@ -475,6 +475,7 @@ fn image_document(
         fields.insert("age".into(), age.to_string());
     }
     let mut text = None;
+    let mut negated_text = None;
     if let Some(r) = report {
         for (k, v) in &r.meta {
             // The image header wins over the table where both have a value.
@@ -486,6 +487,7 @@ fn image_document(
             }
         }
         text = report_text(r);
+        negated_text = r.negated_text();
     }
     privacy.clean_fields(&mut fields);
     // Already in stored form (see `prepare`).
@@ -500,6 +502,7 @@ fn image_document(
         id,
         vector: Some(vector),
         text,
+        negated_text,
         fields,
     }
 }
@@ -526,6 +529,7 @@ fn report_document(r: &Report, privacy: &IndexPrivacy) -> Option<Document> {
         id: privacy.stored_id(&r.key),
         vector: None,
         text: Some(text),
+        negated_text: r.negated_text(),
         fields,
     })
 }

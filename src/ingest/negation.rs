@@ -157,6 +157,34 @@ pub fn asserted_text(report: &str) -> String {
     out
 }
 
+/// The words a text denies, lower-cased, in order: the negated scopes without their triggers
+/// ("no", "without", "is not seen"), function words or numbers. "No pneumothorax or large
+/// effusion." gives `pneumothorax`, `large`, `effusion`. What a report denies is indexed apart
+/// from what it asserts, and a query's denied words ask for reports that deny them.
+pub fn negated_words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (start, end) in split_sentences(text) {
+        let tokens = tokenize(text, start, end);
+        let mut is_trigger = vec![false; tokens.len()];
+        for m in find_triggers(&tokens) {
+            is_trigger[m.start..m.end]
+                .iter_mut()
+                .for_each(|b| *b = true);
+        }
+        for ((token, polarity), trigger) in tokens.iter().zip(label(&tokens)).zip(is_trigger) {
+            let Some(word) = token.word() else { continue };
+            if polarity == Polarity::Negated
+                && !trigger
+                && !FUNCTION_WORDS.contains(&word)
+                && !word.chars().all(|c| c.is_ascii_digit())
+            {
+                out.push(word.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// Words that carry no finding: a kept sentence made only of them (and numbers) is dropped.
 const FUNCTION_WORDS: &[&str] = &[
     "a",
@@ -1140,6 +1168,24 @@ mod tests {
                 ("without pulmonary edema,", Polarity::Negated),
                 ("possible atelectasis.", Polarity::Uncertain),
             ]
+        );
+    }
+
+    #[test]
+    fn negated_words_leave_out_triggers_and_frames() {
+        assert_eq!(
+            negated_words("No pneumothorax or large pleural effusion. Heart is enlarged."),
+            vec!["pneumothorax", "large", "pleural", "effusion"]
+        );
+        assert_eq!(
+            negated_words("Pneumothorax is not seen. There is no evidence of consolidation."),
+            vec!["pneumothorax", "consolidation"]
+        );
+        assert!(negated_words("Small left pleural effusion.").is_empty());
+        assert!(negated_words("Possible small effusion.").is_empty());
+        assert_eq!(
+            negated_words("cardiomegaly without effusion"),
+            vec!["effusion"]
         );
     }
 }

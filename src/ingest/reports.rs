@@ -73,6 +73,19 @@ impl Report {
     }
 }
 
+impl Report {
+    /// What the report denies, for the negated-findings field of the text index
+    /// ([`super::negation::negated_words`]); `None` when it denies nothing.
+    pub fn negated_text(&self) -> Option<String> {
+        let words: Vec<String> = self
+            .sections
+            .iter()
+            .flat_map(|(_, text)| super::negation::negated_words(text))
+            .collect();
+        (!words.is_empty()).then(|| words.join(" "))
+    }
+}
+
 /// Which columns of a table to use. `None` means: detect from the usual names.
 #[derive(Debug, Clone, Default)]
 pub struct TableColumns {

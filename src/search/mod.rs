@@ -1,24 +1,21 @@
 //! Query answering: embed the query, search image vectors, search report text with BM25, and
-//! fuse the ranked lists.
-//!
-//! Fusion is reciprocal rank fusion (Cormack, Clarke and Büttcher, SIGIR 2009): each list gives
-//! a document `1 / (60 + rank)`, summed over lists. It needs no score calibration between cosine
-//! similarities and BM25, which live on unrelated scales. Every hit keeps the rank and score it
-//! had in each list, so a result can say why it was ranked.
+//! fuse the ranked lists ([`fusion`]). Every hit keeps the rank and score it had in each list,
+//! so a result can say why it was ranked.
 
 pub mod filter;
+pub mod fusion;
+pub mod query;
 mod snippet;
 
-use cxr_index::Index;
+use cxr_index::{Index, TextField};
 
 pub use filter::{Filter, FilterError};
+pub use fusion::{Fusion, Signal};
+pub use query::ParsedQuery;
 pub use snippet::snippet;
 
 use crate::ingest::GreyImage;
 use crate::model::DualEncoder;
-
-/// RRF's constant; 60 is the value of the original paper, robust across collections.
-pub const RRF_K: f32 = 60.0;
 
 /// Why a search failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +53,27 @@ pub struct SearchOptions {
     pub filter: Filter,
     /// One hit per study (the best-ranked image of it); documents without a study count alone.
     pub group_by_study: bool,
+    /// How the vector and text lists are combined.
+    pub fusion: Fusion,
+    /// Which signals a text query uses; both by default. Turning one off measures the other
+    /// alone on the same index.
+    pub signals: Signals,
+}
+
+/// The signals a text query may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signals {
+    pub vector: bool,
+    pub text: bool,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self {
+            vector: true,
+            text: true,
+        }
+    }
 }
 
 impl SearchOptions {
@@ -65,6 +83,8 @@ impl SearchOptions {
             candidates: (k * 20).max(100),
             filter: Filter::default(),
             group_by_study: false,
+            fusion: Fusion::default(),
+            signals: Signals::default(),
         }
     }
 }
@@ -102,7 +122,7 @@ impl<'a> Searcher<'a> {
         let allowed = self.allowed(&opts.filter);
         let depth = self.depth(opts);
         let mut lists = Vec::with_capacity(2);
-        if self.needs_model() {
+        if self.needs_model() && opts.signals.vector {
             let model = self.model.ok_or(SearchError::NoModel)?;
             let q = model.embed_texts(&[query])?;
             if let Some(q) = q.first() {
@@ -112,14 +132,42 @@ impl<'a> Searcher<'a> {
                 ));
             }
         }
-        let text = match &allowed {
-            None => self.index.search_text(query, depth)?,
-            Some(a) => self
-                .index
-                .search_text_filtered(query, depth, &|ord| a.allows(ord))?,
-        };
-        lists.push((Signal::Text, text));
+        if opts.signals.text {
+            lists.push((
+                Signal::Text,
+                self.text_list(query, depth, allowed.as_ref())?,
+            ));
+        }
         Ok(self.fuse(lists, opts))
+    }
+
+    /// BM25 over reports, read by polarity ([`ParsedQuery`]): what the query asserts is
+    /// searched in what reports assert; a query that only denies ("no pneumothorax") is
+    /// searched in what reports deny; and reports asserting a finding the query denies are
+    /// left out. The image-vector side embeds the query as typed: the text tower reads
+    /// negation itself, as well as it was trained to.
+    fn text_list(
+        &self,
+        query: &str,
+        depth: usize,
+        allowed: Option<&Allowed>,
+    ) -> Result<Vec<cxr_index::Hit>, SearchError> {
+        let parsed = ParsedQuery::parse(query);
+        let mut excluded: Vec<u32> = Vec::new();
+        for word in &parsed.denied_findings {
+            excluded.extend(self.index.text_matches(TextField::Asserted, word)?);
+        }
+        excluded.sort_unstable();
+        excluded.dedup();
+        let allow = |ord: u32| {
+            allowed.is_none_or(|a| a.allows(ord)) && excluded.binary_search(&ord).is_err()
+        };
+        let (field, terms) = if parsed.asserted.trim().is_empty() && parsed.has_negation() {
+            (TextField::Negated, parsed.denied.join(" "))
+        } else {
+            (TextField::Asserted, parsed.asserted)
+        };
+        Ok(self.index.search_text_field(field, &terms, depth, &allow)?)
     }
 
     /// Example-image query: nearest image vectors.
@@ -187,42 +235,20 @@ impl<'a> Searcher<'a> {
         })
     }
 
-    /// Fuses ranked lists by RRF. When only one list takes part (an image query, or a text query
-    /// on a report-only index) its own score is kept: a cosine or a BM25 score says more than
-    /// `1 / (60 + rank)`, and the order is the same.
+    /// Fuses the lists (see [`fusion`]), groups by study if asked, and keeps the top k.
     fn fuse(&self, lists: Vec<(Signal, Vec<cxr_index::Hit>)>, opts: &SearchOptions) -> Vec<Hit> {
-        let single = lists.len() == 1;
-        let mut fused: std::collections::HashMap<u32, Hit> = std::collections::HashMap::new();
-        for (signal, hits) in lists {
-            for (i, h) in hits.iter().enumerate() {
-                let rank = i + 1;
-                let entry = fused.entry(h.ord).or_insert_with(|| Hit {
-                    ord: h.ord,
-                    id: String::new(),
-                    score: 0.0,
-                    vector: None,
-                    text: None,
-                });
-                entry.score += if single {
-                    h.score
-                } else {
-                    1.0 / (RRF_K + rank as f32)
-                };
-                match signal {
-                    Signal::Vector => entry.vector = Some((rank, h.score)),
-                    Signal::Text => entry.text = Some((rank, h.score)),
-                }
-            }
-        }
-        let mut hits: Vec<Hit> = fused.into_values().collect();
-        // Ties (same fused score) are broken by the best single-list rank, then by ordinal, so
-        // results are deterministic.
-        hits.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then_with(|| best_rank(a).cmp(&best_rank(b)))
-                .then_with(|| a.ord.cmp(&b.ord))
-        });
+        let borrowed: Vec<(Signal, &[cxr_index::Hit])> =
+            lists.iter().map(|(s, h)| (*s, h.as_slice())).collect();
+        let mut hits: Vec<Hit> = fusion::fuse(&borrowed, opts.fusion)
+            .into_iter()
+            .map(|f| Hit {
+                ord: f.ord,
+                id: String::new(),
+                score: f.score,
+                vector: f.vector,
+                text: f.text,
+            })
+            .collect();
         if opts.group_by_study {
             let mut studies = std::collections::HashSet::new();
             hits.retain(|h| {
@@ -256,18 +282,6 @@ impl Allowed {
     fn allows(&self, ord: u32) -> bool {
         self.keep.get(ord as usize).copied().unwrap_or(false)
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Signal {
-    Vector,
-    Text,
-}
-
-fn best_rank(h: &Hit) -> usize {
-    let v = h.vector.map_or(usize::MAX, |(r, _)| r);
-    let t = h.text.map_or(usize::MAX, |(r, _)| r);
-    v.min(t)
 }
 
 #[cfg(test)]
