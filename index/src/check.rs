@@ -48,11 +48,14 @@ use serde::ser::SerializeStruct;
 use serde::Serialize;
 
 use crate::docs::DocRecord;
+use crate::docs::DocTable;
 use crate::error::{IndexError, Result};
+use crate::flat::FlatGraph;
 use crate::graph::{dump_entry_point, panic_message, GraphSnapshot, HnswGraph};
 use crate::layout;
 use crate::manifest::{FileEntry, Manifest};
 use crate::text;
+use crate::writer::flat_words;
 use crate::writer::Failure;
 
 /// Largest accepted deviation of a stored vector's L2 norm from 1.
@@ -84,6 +87,8 @@ impl CheckItem {
     pub const TEXT: &'static str = "text";
     /// The HNSW graph reloads, matches the vectors, and reaches every point.
     pub const HNSW: &'static str = "hnsw";
+    /// The flat copy of the graph that readers search parses and equals the hnsw_rs dump.
+    pub const FLAT_GRAPH: &'static str = "flat_graph";
     /// The failure log parses (informational).
     pub const ERRORS: &'static str = "errors";
 
@@ -208,6 +213,9 @@ pub fn check(dir: impl AsRef<Path>) -> Result<CheckReport> {
             vectors.as_deref(),
         )
     }));
+    report.items.push(guarded(CheckItem::FLAT_GRAPH, || {
+        check_flat_graph(dir, &manifest, &bad_files)
+    }));
     report
         .items
         .push(guarded(CheckItem::ERRORS, || check_errors(dir)));
@@ -289,6 +297,7 @@ fn check_files(dir: &Path, manifest: &Manifest, bad: &mut BTreeMap<String, Strin
         entries.push(&hnsw.graph);
         entries.push(&hnsw.data);
     }
+    entries.extend(files.flat_graph.iter());
     let mut total = 0u64;
     for entry in &entries {
         let fault = match measure(&dir.join(&entry.name)) {
@@ -659,6 +668,76 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// The flat graph is what searches walk: it must parse, and hold exactly the structure of the
+/// hnsw_rs dump it was made from (re-encoded here and compared word for word).
+fn check_flat_graph(
+    dir: &Path,
+    manifest: &Manifest,
+    bad_files: &BTreeMap<String, String>,
+) -> CheckItem {
+    let name = CheckItem::FLAT_GRAPH;
+    let (Some(hnsw), Some(flat)) = (&manifest.files.hnsw, &manifest.files.flat_graph) else {
+        return CheckItem::pass(
+            name,
+            if manifest.files.hnsw.is_some() {
+                "none: written before flat graphs; readers convert the dump at open"
+            } else {
+                "no vectors, no graph"
+            },
+        );
+    };
+    if let Some(fault) = bad_files.get(&flat.name) {
+        return CheckItem::fail(name, format!("`{}` {fault}", flat.name));
+    }
+    let rows = manifest.vector_count;
+    let graph = match FlatGraph::open(dir, flat, rows, rows) {
+        Ok(graph) => graph,
+        Err(e) => return CheckItem::fail(name, error_chain(&e)),
+    };
+    // Searches only need the flat graph; what it is compared with may be damaged on its own
+    // (the `hnsw`, `docs` and `files` items say so).
+    let parses = format!(
+        "{} points, {} layers, parses",
+        graph.len(),
+        graph.layer_count()
+    );
+    let others = [&hnsw.graph, &hnsw.data]
+        .into_iter()
+        .chain(manifest.files.docs.iter());
+    for entry in others {
+        if let Some(fault) = bad_files.get(&entry.name) {
+            return CheckItem::pass(
+                name,
+                format!("{parses}; not compared: `{}` {fault}", entry.name),
+            );
+        }
+    }
+    let expected = HnswGraph::load(dir, &hnsw.basename).and_then(|loaded| {
+        let docs = DocTable::load(dir, manifest)?;
+        let entry = dump_entry_point(&dir.join(&hnsw.graph.name));
+        flat_words(&loaded, entry, &docs)
+            .map_err(|e| IndexError::corrupt(dir.join(&hnsw.graph.name), e))
+    });
+    match expected {
+        Err(e) => CheckItem::pass(name, format!("{parses}; not compared: {}", error_chain(&e))),
+        Ok(words) if words.as_slice() != graph.words() => CheckItem::fail(
+            name,
+            format!(
+                "`{}` does not match the graph dump `{}`",
+                flat.name, hnsw.graph.name
+            ),
+        ),
+        Ok(_) => CheckItem::pass(
+            name,
+            format!(
+                "{} points, {} layers, same as the dump",
+                graph.len(),
+                graph.layer_count()
+            ),
+        ),
+    }
 }
 
 fn check_hnsw(

@@ -198,28 +198,12 @@ impl HnswGraph {
         })
     }
 
-    /// The `k` nearest points to the unit-norm `query`: (ordinal, cosine), best first.
+    /// The `k` nearest points to the unit-norm `query`: (ordinal, cosine), best first. Readers
+    /// search the flat copy ([`crate::flat`]); this checks a reloaded dump in tests.
+    #[cfg(test)]
     pub(crate) fn search(&self, query: &[f32], k: usize, ef: usize) -> Vec<(usize, f32)> {
         self.with(|g| {
             g.search(query, k, ef.max(k))
-                .into_iter()
-                .map(|n| (n.d_id, 1.0 - n.distance))
-                .collect()
-        })
-    }
-
-    /// Like [`Self::search`], among the points whose ordinal `allow` accepts; the graph walk
-    /// still passes through rejected points, so recall holds while the filter keeps many.
-    pub(crate) fn search_filtered(
-        &self,
-        query: &[f32],
-        k: usize,
-        ef: usize,
-        allow: &dyn Fn(u32) -> bool,
-    ) -> Vec<(usize, f32)> {
-        let filter = |id: &usize| allow(*id as u32);
-        self.with(|g| {
-            g.search_filter(query, k, ef.max(k), Some(&filter))
                 .into_iter()
                 .map(|n| (n.d_id, 1.0 - n.distance))
                 .collect()

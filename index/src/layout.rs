@@ -21,6 +21,8 @@ const DOCS_SUFFIX: &str = ".jsonl";
 const VECTORS_PREFIX: &str = "vectors-";
 const VECTORS_SUFFIX: &str = ".f32";
 const HNSW_PREFIX: &str = "hnsw-";
+const FLAT_PREFIX: &str = "graph-";
+const FLAT_SUFFIX: &str = ".flat";
 /// Suffixes hnsw_rs appends to a dump basename (fixed by hnsw_rs).
 pub(crate) const HNSW_GRAPH_SUFFIX: &str = ".hnsw.graph";
 pub(crate) const HNSW_DATA_SUFFIX: &str = ".hnsw.data";
@@ -33,6 +35,11 @@ pub(crate) fn docs_file(gen: u64) -> String {
 /// Little-endian f32 rows of generation `gen`.
 pub(crate) fn vectors_file(gen: u64) -> String {
     format!("{VECTORS_PREFIX}{gen}{VECTORS_SUFFIX}")
+}
+
+/// The flat (searchable in place) copy of generation `gen`'s graph.
+pub(crate) fn flat_graph_file(gen: u64) -> String {
+    format!("{FLAT_PREFIX}{gen}{FLAT_SUFFIX}")
 }
 
 /// Basename of the hnsw_rs dump of generation `gen` (hnsw_rs adds the suffixes).
@@ -53,6 +60,9 @@ pub(crate) fn is_generation_file(name: &str) -> bool {
     if let Some(rest) = name.strip_prefix(VECTORS_PREFIX) {
         return numbered(rest, VECTORS_SUFFIX);
     }
+    if let Some(rest) = name.strip_prefix(FLAT_PREFIX) {
+        return numbered(rest, FLAT_SUFFIX);
+    }
     if let Some(rest) = name.strip_prefix(HNSW_PREFIX) {
         // hnsw_rs may append `-<random>` to a basename it does not want to overwrite.
         let stem = rest
@@ -72,6 +82,7 @@ mod tests {
     fn generation_files_are_recognised() {
         assert!(is_generation_file(&docs_file(3)));
         assert!(is_generation_file(&vectors_file(12)));
+        assert!(is_generation_file(&flat_graph_file(5)));
         let hnsw = hnsw_basename(7);
         assert!(is_generation_file(&format!("{hnsw}{HNSW_GRAPH_SUFFIX}")));
         assert!(is_generation_file(&format!(

@@ -63,6 +63,7 @@
 mod check;
 mod docs;
 mod error;
+mod flat;
 mod fsio;
 mod graph;
 mod layout;

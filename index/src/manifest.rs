@@ -69,6 +69,10 @@ pub struct DataFiles {
     /// The HNSW graph over the vectors. `None` while no document has a vector.
     #[serde(default)]
     pub hnsw: Option<HnswFiles>,
+    /// The same graph as flat arrays, which readers map and search in place. Absent in
+    /// indexes written before it existed: readers then convert the hnsw_rs dump at open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flat_graph: Option<FileEntry>,
     /// The tantivy folder. tantivy manages its own files and commits.
     #[serde(default = "default_text_dir")]
     pub text_dir: String,
@@ -80,6 +84,7 @@ impl Default for DataFiles {
             docs: None,
             vectors: None,
             hnsw: None,
+            flat_graph: None,
             text_dir: default_text_dir(),
         }
     }
@@ -152,6 +157,9 @@ impl Manifest {
         if let Some(hnsw) = &self.files.hnsw {
             names.push(hnsw.graph.name.clone());
             names.push(hnsw.data.name.clone());
+        }
+        if let Some(flat) = &self.files.flat_graph {
+            names.push(flat.name.clone());
         }
         names
     }

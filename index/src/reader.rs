@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 
 use crate::docs::DocTable;
 use crate::error::{IndexError, Result};
-use crate::graph::{HnswGraph, SearchOptions};
+use crate::flat::FlatGraph;
+use crate::graph::{dump_entry_point, SearchOptions};
 use crate::manifest::Manifest;
 use crate::text::{TextField, TextReader};
 use crate::vectors::{self, VectorStore};
-use crate::writer::load_graph;
+use crate::writer::{flat_words, load_graph};
 
 /// How often `open` re-reads the manifest after racing a commit.
 const OPEN_ATTEMPTS: usize = 3;
@@ -48,7 +49,7 @@ pub struct Index {
     manifest: Manifest,
     docs: DocTable,
     vectors: VectorStore,
-    graph: Option<HnswGraph>,
+    graph: Option<FlatGraph>,
     text: TextReader,
     options: SearchOptions,
 }
@@ -95,11 +96,24 @@ impl Index {
     fn load(dir: &Path, manifest: Manifest, options: SearchOptions) -> Result<Index> {
         let dim = manifest.spec.dim;
         let docs = DocTable::load(dir, &manifest)?;
+        let rows = manifest.vector_count;
         let (vectors, graph) = match (&manifest.files.vectors, &manifest.files.hnsw) {
-            (Some(entry), Some(hnsw)) => (
-                VectorStore::open(dir, entry, manifest.vector_count, dim)?,
-                Some(load_graph(dir, hnsw, manifest.vector_count, dim)?),
-            ),
+            (Some(entry), Some(hnsw)) => {
+                let vectors = VectorStore::open(dir, entry, rows, dim)?;
+                let graph = match &manifest.files.flat_graph {
+                    Some(flat) => FlatGraph::open(dir, flat, rows, rows)?,
+                    // Written before the flat file existed: convert the hnsw_rs dump (slow,
+                    // as opening was then; the next commit writes the flat file).
+                    None => {
+                        let loaded = load_graph(dir, hnsw, rows, dim)?;
+                        let path = dir.join(&hnsw.graph.name);
+                        flat_words(&loaded, dump_entry_point(&path), &docs)
+                            .and_then(|words| FlatGraph::from_words(words, rows, rows))
+                            .map_err(|e| IndexError::corrupt(path, e))?
+                    }
+                };
+                (vectors, Some(graph))
+            }
             _ => (VectorStore::empty(dim), None),
         };
         let text = TextReader::open(
@@ -255,16 +269,14 @@ impl Index {
         // Points of deleted documents stay in the graph until compaction: they still route
         // the walk but are never returned.
         let live_and_allowed = |ord: u32| self.docs.is_live(ord) && allows(ord);
-        let found = match (allow, self.docs.deleted) {
-            (None, 0) => graph.search(&q, k, ef),
-            _ => graph.search_filtered(&q, k, ef, &live_and_allowed),
+        let filter: Option<&dyn Fn(u32) -> bool> = match (allow, self.docs.deleted) {
+            (None, 0) => None,
+            _ => Some(&live_and_allowed),
         };
+        let found = graph.search(&q, k, ef, self.vectors.as_slice(), filter);
         let mut hits: Vec<Hit> = found
             .into_iter()
-            .map(|(ord, score)| Hit {
-                ord: ord as u32,
-                score,
-            })
+            .map(|(ord, score)| Hit { ord, score })
             .collect();
         hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.ord.cmp(&b.ord)));
         hits.truncate(k);

@@ -29,8 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::docs::{DocRecord, DocTable};
 use crate::error::{IndexError, Result};
+use crate::flat::FlatGraph;
 use crate::fsio;
-use crate::graph::{HnswGraph, HnswParams};
+use crate::graph::{self, HnswGraph, HnswParams};
 use crate::layout;
 use crate::manifest::{FileEntry, HnswFiles, IndexSpec, Manifest};
 use crate::text::TextWriter;
@@ -544,11 +545,25 @@ impl IndexWriter {
                     &dir,
                     &format!("{basename}{}", layout::HNSW_DATA_SUFFIX),
                 )?,
-                basename,
+                basename: basename.clone(),
             });
+            let entry = graph::dump_entry_point(
+                &dir.join(format!("{basename}{}", layout::HNSW_GRAPH_SUFFIX)),
+            );
+            let words =
+                flat_words(&self.graph, entry, &self.docs).map_err(|reason| IndexError::Hnsw {
+                    path: dir.join(&basename),
+                    reason,
+                })?;
+            next.files.flat_graph = Some(FlatGraph::write(
+                &dir,
+                &layout::flat_graph_file(gen),
+                &words,
+            )?);
         } else {
             next.files.vectors = None;
             next.files.hnsw = None;
+            next.files.flat_graph = None;
         }
         next.updated = fsio::now_rfc3339();
         fsio::sync_dir(&dir)?;
@@ -584,6 +599,18 @@ impl IndexWriter {
             }
         }
     }
+}
+
+/// The flat encoding of an hnsw_rs graph (see [`crate::flat`]).
+pub(crate) fn flat_words(
+    graph: &HnswGraph,
+    entry: Option<(usize, u8, i32)>,
+    docs: &DocTable,
+) -> std::result::Result<Vec<u32>, String> {
+    let snapshot = graph.snapshot(|_, _| {})?;
+    FlatGraph::encode(&snapshot, entry, |ord| {
+        docs.records.get(ord).and_then(|r| r.row)
+    })
 }
 
 /// Reloads and checks the graph dump named by the manifest.

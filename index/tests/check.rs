@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use cxr_index::{check, CheckItem, CheckReport, Document, IndexError, IndexSpec, IndexWriter};
+use cxr_index::{
+    check, CheckItem, CheckReport, Document, Index, IndexError, IndexSpec, IndexWriter,
+};
 
 const DIM: usize = 16;
 const DOCS: usize = 300;
@@ -112,9 +114,13 @@ fn a_healthy_index_passes_every_item() {
             CheckItem::VECTORS,
             CheckItem::TEXT,
             CheckItem::HNSW,
+            CheckItem::FLAT_GRAPH,
             CheckItem::ERRORS,
         ]
     );
+    assert!(item(&report, CheckItem::FLAT_GRAPH)
+        .detail
+        .contains("240 points"));
     assert!(item(&report, CheckItem::DOCS)
         .detail
         .contains("300 records"));
@@ -132,9 +138,9 @@ fn a_healthy_index_passes_every_item() {
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["ok"], true);
     assert_eq!(json["items"][0]["name"], "manifest");
-    assert_eq!(json["items"].as_array().unwrap().len(), 7);
+    assert_eq!(json["items"].as_array().unwrap().len(), 8);
     let text = report.to_string();
-    assert_eq!(text.lines().count(), 7);
+    assert_eq!(text.lines().count(), 8);
     assert!(text.lines().all(|l| l.starts_with("ok ")), "{text}");
 }
 
@@ -382,4 +388,65 @@ fn crc32(bytes: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+#[test]
+fn a_flat_graph_that_differs_from_the_dump_is_named_and_refused_at_open() {
+    let (_dir, path) = good_index(true);
+    let name = file_name(&path, "/files/flat_graph/name");
+    let mut bytes = std::fs::read(path.join(&name)).unwrap();
+    // The last word is a layer-0 or upper-layer neighbour: point it elsewhere, in range.
+    let at = bytes.len() - 4;
+    let last = u32::from_le_bytes(bytes[at..].try_into().unwrap());
+    bytes[at..].copy_from_slice(&(last ^ 1).to_le_bytes());
+    std::fs::write(path.join(&name), &bytes).unwrap();
+
+    // With the recorded CRC, the file item fails and the index refuses to open.
+    let report = assert_fails(&path, &[CheckItem::FILES, CheckItem::FLAT_GRAPH]);
+    assert!(item(&report, CheckItem::FLAT_GRAPH).detail.contains(&name));
+    let err = Index::open(&path).unwrap_err().to_string();
+    assert!(err.contains(&name), "{err}");
+
+    // With a CRC that agrees, the comparison with the dump still finds it.
+    let mut m = manifest(&path);
+    m["files"]["flat_graph"]["crc32"] = serde_json::json!(crc32(&bytes));
+    std::fs::write(path.join("manifest.json"), m.to_string()).unwrap();
+    let report = assert_fails(&path, &[CheckItem::FLAT_GRAPH]);
+    let detail = &item(&report, CheckItem::FLAT_GRAPH).detail;
+    assert!(detail.contains("does not match"), "{detail}");
+
+    // Garbage with a matching CRC is a clear error, not a panic.
+    let garbage = vec![0x5Au8; 64];
+    std::fs::write(path.join(&name), &garbage).unwrap();
+    m["files"]["flat_graph"]["len"] = serde_json::json!(garbage.len());
+    m["files"]["flat_graph"]["crc32"] = serde_json::json!(crc32(&garbage));
+    std::fs::write(path.join("manifest.json"), m.to_string()).unwrap();
+    let report = assert_fails(&path, &[CheckItem::FLAT_GRAPH]);
+    assert!(item(&report, CheckItem::FLAT_GRAPH)
+        .detail
+        .contains("magic"));
+    let err = Index::open(&path).unwrap_err().to_string();
+    assert!(err.contains("magic"), "{err}");
+}
+
+#[test]
+fn an_index_without_a_flat_graph_opens_and_searches_as_before() {
+    let (_dir, path) = good_index(true);
+    let index = Index::open(&path).unwrap();
+    let query: Vec<f32> = (0..16).map(|i| (i as f32 * 0.3).sin()).collect();
+    let before = index.search_vector(&query, 10).unwrap();
+    drop(index);
+    // An index written before flat graphs: no entry in the manifest, no file.
+    let name = file_name(&path, "/files/flat_graph/name");
+    std::fs::remove_file(path.join(&name)).unwrap();
+    let mut m = manifest(&path);
+    m["files"].as_object_mut().unwrap().remove("flat_graph");
+    std::fs::write(path.join("manifest.json"), m.to_string()).unwrap();
+    let report = check(&path).unwrap();
+    assert!(report.ok(), "\n{report}");
+    assert!(item(&report, CheckItem::FLAT_GRAPH)
+        .detail
+        .contains("written before"));
+    let index = Index::open(&path).unwrap();
+    assert_eq!(index.search_vector(&query, 10).unwrap(), before);
 }

@@ -168,9 +168,28 @@ fn reopen_reloads_the_graph_instead_of_rebuilding() {
         before
     );
 
-    // A dump that does not load is reported, which shows open uses it (and does not rebuild).
+    // Readers search the flat copy and never load the dump; a writer reloads the dump (a dump
+    // that does not load is reported, which shows it is used and not rebuilt).
+    let flat = m
+        .files
+        .flat_graph
+        .expect("flat graph recorded in the manifest");
+    assert!(dir.path().join(&flat.name).is_file());
     std::fs::write(dir.path().join(&hnsw.graph.name), b"not a graph").unwrap();
-    let err = Index::open(dir.path()).unwrap_err();
+    let reopened = Index::open_with(
+        dir.path(),
+        SearchOptions {
+            exact_threshold: 0,
+            ..SearchOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        reopened.search_vector(&q, 3).unwrap(),
+        index.search_vector(&q, 3).unwrap()
+    );
+    drop(writer);
+    let err = IndexWriter::open(dir.path()).unwrap_err();
     assert!(matches!(err, IndexError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains(&hnsw.graph.name), "{err}");
 }
@@ -386,6 +405,7 @@ fn appending_after_reopen_continues_the_graph_and_text_index() {
         names,
         [
             "docs-2.jsonl",
+            "graph-2.flat",
             "hnsw-2.hnsw.data",
             "hnsw-2.hnsw.graph",
             "manifest.json",
