@@ -230,8 +230,8 @@ def main():
             d = q_dump["open"]
             rows.append(["Index::open, graph rebuilt from the hnsw_rs dump (indexes written "
                          "before flat graphs)", fmt(d["median_ms"], 1), fmt(d["max_ms"], 1), 3])
-            rows.append(["  flat graph / dump, open time", f"**{o['median_ms'] / d['median_ms']:.2f}x**",
-                         "", ""])
+            rows.append(["  open speed-up of the flat graph over the dump",
+                         f"**{d['median_ms'] / o['median_ms']:.1f}x**", "", ""])
         targets.append(dict(target=f"index open < 200 ms ({o['n']:,} docs)",
                             value=round(o["median_ms"], 1), met=o["median_ms"] < 200))
     for what, label in [("text_query", "text query (embed + HNSW + BM25 + fusion)"),

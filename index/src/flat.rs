@@ -34,7 +34,7 @@ use crate::error::{IndexError, Result};
 use crate::fsio;
 use crate::graph::GraphSnapshot;
 use crate::manifest::FileEntry;
-use crate::vectors::dot;
+use crate::vectors::{dot, prefetch};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"CXRG");
 const VERSION: u32 = 1;
@@ -397,13 +397,11 @@ impl FlatGraph {
 
         // Best-first beam on layer 0.
         let mut visited = vec![0u64; self.nodes.div_ceil(64)];
-        let mut visit = |node: u32| {
-            let (word, bit) = (node as usize / 64, 1u64 << (node % 64));
-            let fresh = visited[word] & bit == 0;
-            visited[word] |= bit;
-            fresh
-        };
-        visit(current);
+        let seen =
+            |visited: &[u64], node: u32| visited[node as usize / 64] & (1u64 << (node % 64)) != 0;
+        let mark =
+            |visited: &mut [u64], node: u32| visited[node as usize / 64] |= 1u64 << (node % 64);
+        mark(&mut visited, current);
         let mut candidates = BinaryHeap::new();
         candidates.push(Reverse(Near(best, current)));
         // The nearest accepted nodes so far, worst on top, at most `ef`.
@@ -415,10 +413,18 @@ impl FlatGraph {
             if found.len() >= ef && found.peek().is_some_and(|worst| d > worst.0) {
                 break;
             }
-            for &next in self.neighbours(0, node) {
-                if !visit(next) {
+            let neighbours = self.neighbours(0, node);
+            for &next in neighbours {
+                if !seen(&visited, next) {
+                    let row = rows[next as usize] as usize;
+                    prefetch(&vectors[row * dim..(row + 1) * dim]);
+                }
+            }
+            for &next in neighbours {
+                if seen(&visited, next) {
                     continue;
                 }
+                mark(&mut visited, next);
                 let dn = distance(next);
                 let worse_than_all = found.len() >= ef && found.peek().is_some_and(|w| dn >= w.0);
                 if worse_than_all {

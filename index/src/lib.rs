@@ -40,10 +40,15 @@
 //!                        a deleted document leaves {"id":"","deleted":true} (+ "row" until
 //!                        compaction), so ordinals never change
 //! vectors-<gen>.f32      vector_count rows of dim little-endian f32, unit L2 norm, no header
-//! hnsw-<gen>.hnsw.graph  hnsw_rs dump of the graph (data id = document ordinal)
+//! hnsw-<gen>.hnsw.graph  hnsw_rs dump of the graph (data id = document ordinal): the
+//!                        writer's copy, reloaded to append
 //! hnsw-<gen>.hnsw.data   hnsw_rs's copy of the vectors
+//! graph-<gen>.flat       the same graph as flat u32 arrays, which readers map and search in
+//!                        place (see `flat.rs`); absent in indexes written before it existed,
+//!                        whose dump readers then convert at open
 //! text/                  tantivy index: ord (u64, indexed, fast), id (string, stored),
-//!                        text (en_stem, positions, not stored)
+//!                        text and negated (en_stem, positions, not stored): what a report
+//!                        asserts and what it denies
 //! errors.jsonl           append-only failure log: {"path", "reason", "time"} per line
 //! ```
 //!
@@ -58,7 +63,8 @@
 //! index's segments. Format version 1 (no deletions) is read as is.
 //!
 //! [`check`] verifies all of this (lengths and CRC-32s, record counts, unit norms, the text
-//! index's ordinals, the graph's data ids and reachability) and names what is wrong.
+//! index's ordinals, the graph's data ids and reachability, the flat graph against the dump)
+//! and names what is wrong.
 
 mod check;
 mod docs;

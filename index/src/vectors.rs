@@ -38,10 +38,27 @@ pub(crate) fn normalize(v: &mut [f32]) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Dot product, written so the compiler vectorises it (eight independent accumulators).
+/// Dot product. On x86-64 CPUs with AVX2 and FMA (checked once, at run time) an 8-wide fused
+/// multiply-add loop; elsewhere a loop the compiler vectorises for the baseline instruction set
+/// (SSE2). Every caller goes through this one function, so graph search, exact scans and the
+/// graph build agree on scores to the bit.
 #[inline]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked above).
+            return unsafe { dot_avx2_fma(a, b) };
+        }
+    }
+    dot_portable(a, b)
+}
+
+/// Eight independent accumulators, so the compiler vectorises the loop without reordering a
+/// single sum.
+#[inline]
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
@@ -56,6 +73,62 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    // 0: not checked yet, 1: no, 2: yes.
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    match STATE.load(Ordering::Relaxed) {
+        0 => {
+            let yes = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            yes
+        }
+        state => state == 2,
+    }
+}
+
+/// Four 8-wide accumulators (32 floats a step) with fused multiply-add; the compiler emits
+/// `vfmadd` for `mul_add` under these target features.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 32];
+    let (ca, cb) = (a.chunks_exact(32), b.chunks_exact(32));
+    let mut tail = 0f32;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail = x.mul_add(*y, tail);
+    }
+    for (x, y) in ca.zip(cb) {
+        for i in 0..32 {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    let mut lanes = [0f32; 8];
+    for (i, v) in acc.iter().enumerate() {
+        lanes[i % 8] += v;
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Asks the CPU to start loading `v` into cache: the graph walk prefetches a node's unvisited
+/// neighbours before computing their distances, so the loads overlap (as hnswlib does).
+#[inline]
+pub(crate) fn prefetch(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // A cache line is 64 bytes (16 floats); the first few lines start the hardware
+        // prefetcher on the rest.
+        for line in v.chunks(16).take(4) {
+            // SAFETY: prefetching is a hint and never faults; the pointer is to live data.
+            unsafe { _mm_prefetch(line.as_ptr().cast::<i8>(), _MM_HINT_T0) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
 }
 
 /// Writes `data` (rows * dim floats) as generation file `name`.
@@ -245,10 +318,16 @@ mod tests {
 
     #[test]
     fn dot_matches_naive() {
-        let a: Vec<f32> = (0..37).map(|i| i as f32 * 0.1).collect();
-        let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.05).collect();
-        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        assert!((dot(&a, &b) - naive).abs() < 1e-3);
+        for n in [0, 5, 37, 64, 100, 256] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.1).sin()).collect();
+            let b: Vec<f32> = (0..n).map(|i| 1.0 - i as f32 * 0.01).collect();
+            let naive: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(x * y)).sum();
+            assert!((f64::from(dot(&a, &b)) - naive).abs() < 1e-4, "n {n}");
+            assert!(
+                (f64::from(dot_portable(&a, &b)) - naive).abs() < 1e-4,
+                "n {n}"
+            );
+        }
     }
 
     #[test]
