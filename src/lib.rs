@@ -21,6 +21,8 @@ pub mod ingest;
 pub mod model;
 pub mod privacy;
 #[cfg(feature = "engine")]
+pub mod rerank;
+#[cfg(feature = "engine")]
 pub mod search;
 #[cfg(feature = "engine")]
 pub mod train;

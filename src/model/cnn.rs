@@ -82,6 +82,13 @@ impl CnnTower {
 
     /// `(batch, channels, h, w)` pixels -> `(batch, hidden)` pooled features.
     pub fn forward_t(&self, pixels: &Tensor, train: bool) -> Result<Tensor> {
+        self.feature_map_t(pixels, train)?.mean((2, 3))
+    }
+
+    /// The last stage's spatial feature map `(batch, hidden, h', w')`, the one [`Self::forward_t`]
+    /// averages: the reranker cross-attends to its cells as image tokens (a 64 px input gives a
+    /// 4x4 map), where the pooled vector has lost where a finding is.
+    pub fn feature_map_t(&self, pixels: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = pixels.clone();
         for stage in &self.stages {
             for layer in stage {
@@ -95,7 +102,7 @@ impl CnnTower {
                 x = x.max_pool2d(2)?;
             }
         }
-        x.mean((2, 3))
+        Ok(x)
     }
 
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {

@@ -53,6 +53,15 @@ pub enum ModelError {
     NoTextTower { model: String, layout: ModelLayout },
     #[error("model {model} ({layout}) has no image tower: it embeds text only")]
     NoImageTower { model: String, layout: ModelLayout },
+    #[error(
+        "model {model} ({layout}): its {tower} tower exposes no per-token states; the reranker \
+         needs the project's CNN image tower and BERT text tower"
+    )]
+    NoTokenStates {
+        model: String,
+        layout: ModelLayout,
+        tower: &'static str,
+    },
     #[error("tokenizer: {0}")]
     Tokenize(String),
     #[error("device: {0}")]
@@ -301,6 +310,50 @@ impl DualEncoder {
             Some(enc) => enc.forward(pixels),
             None => candle_core::bail!("model {} has no image tower", self.name),
         }
+    }
+
+    /// Prepared inputs (each from [`Self::prepare_image`]) as one `(batch, channels, size,
+    /// size)` tensor on the model's device.
+    pub fn input_tensor(&self, inputs: &[Vec<f32>]) -> Result<Tensor, ModelError> {
+        let p = &self.image_encoder()?.preprocess;
+        let flat: Vec<f32> = inputs.iter().flatten().copied().collect();
+        Ok(Tensor::from_vec(
+            flat,
+            (inputs.len(), p.channels, p.image_size, p.image_size),
+            &self.device,
+        )?)
+    }
+
+    /// The image tower's spatial tokens `(batch, cells, hidden)` of a `(batch, channels, size,
+    /// size)` pixel tensor: the cells of the feature map the embedding is pooled from. The
+    /// reranker's cross-attention reads them (ELIXR-B feeds the image encoder's patch tokens to
+    /// its Q-Former). Inference mode; the embedding itself is unchanged.
+    pub fn image_patch_tokens(&self, pixels: &Tensor) -> Result<Tensor, ModelError> {
+        let enc = self.image_encoder()?;
+        enc.tower
+            .patch_tokens(pixels)?
+            .ok_or_else(|| ModelError::NoTokenStates {
+                model: self.name.clone(),
+                layout: self.layout,
+                tower: "image",
+            })
+    }
+
+    /// The text tower's last-layer state of every token, `(texts, len, hidden)`, and the
+    /// attention mask `(texts, len)` u32 of [`Self::tokenize`] (0 on padding, whose states mean
+    /// nothing). Position 0 is the [CLS] token the text embedding is taken from.
+    pub fn text_token_states(&self, texts: &[&str]) -> Result<(Tensor, Tensor), ModelError> {
+        let enc = self.text_encoder()?;
+        let (ids, mask) = self.tokenize(texts)?;
+        let states =
+            enc.tower
+                .token_states(&ids, &mask)?
+                .ok_or_else(|| ModelError::NoTokenStates {
+                    model: self.name.clone(),
+                    layout: self.layout,
+                    tower: "text",
+                })?;
+        Ok((states, mask))
     }
 
     /// The tokenizer (truncating to the text tower's positions, no padding); `None` for

@@ -37,6 +37,21 @@ impl ImageTower {
             ImageTower::Cnn(t) => t.forward(pixels),
         }
     }
+
+    /// Spatial tokens `(batch, cells, hidden)` of the last feature map, row-major over the
+    /// cells, for the towers that expose one (the project's CNN); `None` for the others.
+    pub(crate) fn patch_tokens(&self, pixels: &Tensor) -> Result<Option<Tensor>> {
+        match self {
+            ImageTower::Cnn(t) => {
+                let map = t.feature_map_t(pixels, false)?;
+                let (b, c, h, w) = map.dims4()?;
+                Ok(Some(
+                    map.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()?,
+                ))
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 /// Text towers; each returns one pooled vector per text, before any projection.
@@ -58,6 +73,15 @@ impl TextTower {
             TextTower::Bert(t) => t.forward(ids, mask),
             TextTower::Clip(t) => t.forward(ids),
             TextTower::Siglip(t) => t.forward(ids),
+        }
+    }
+
+    /// Every token's last-layer state `(batch, seq, hidden)` for the towers that expose them
+    /// (BERT); `None` for the others.
+    pub(crate) fn token_states(&self, ids: &Tensor, mask: &Tensor) -> Result<Option<Tensor>> {
+        match self {
+            TextTower::Bert(t) => t.forward_tokens(ids, mask).map(Some),
+            _ => Ok(None),
         }
     }
 }

@@ -44,8 +44,13 @@ impl BertTower {
 
     /// `ids`, `mask`: `(batch, seq)` u32; returns `(batch, hidden)`.
     pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        self.forward_tokens(ids, mask)?.i((.., 0, ..))
+    }
+
+    /// The last layer's state of every token, `(batch, seq, hidden)`; padding positions hold
+    /// values that mean nothing and must be masked by the reader.
+    pub fn forward_tokens(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let type_ids = ids.zeros_like()?;
-        let hidden = self.model.forward(ids, &type_ids, Some(mask))?;
-        hidden.i((.., 0, ..))
+        self.model.forward(ids, &type_ids, Some(mask))
     }
 }
