@@ -13,7 +13,8 @@ use cxr_search::eval;
 use cxr_search::ingest::reports::{ReportTable, TableColumns};
 use cxr_search::ingest::{self, walk, DecodeOptions};
 use cxr_search::model::{self, DualEncoder, InitOptions, Preset};
-use cxr_search::privacy::{DeidentifySettings, IndexPrivacy};
+use cxr_search::privacy::{self, DeidentifySettings, IndexPrivacy};
+use cxr_search::rerank::{self, Reranker};
 use cxr_search::search::{self, SearchOptions, Searcher};
 
 mod maintenance;
@@ -358,8 +359,26 @@ struct SearchArgs {
     ranking: RankingArgs,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    rerank: RerankArgs,
     #[arg(long)]
     json: bool,
+}
+
+/// The second stage of text queries (`--rerank N`).
+#[derive(Args)]
+struct RerankArgs {
+    /// Re-order the top N hits of a text query by the reranker's image-text match probability
+    /// (reads each candidate's image again; needs --image-root).
+    #[arg(long, value_name = "N")]
+    rerank: Option<usize>,
+    /// Reranker folder [default: reranker/ inside the model folder]
+    #[arg(long, value_name = "DIR", requires = "rerank")]
+    reranker: Option<PathBuf>,
+    /// Folders the index's images were indexed from (stored paths are relative to them); the
+    /// first that holds a candidate's file is used.
+    #[arg(long = "image-root", value_name = "DIR", num_args = 1.., requires = "rerank")]
+    image_roots: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -385,6 +404,8 @@ struct EvalArgs {
     ranking: RankingArgs,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    rerank: RerankArgs,
     #[arg(long)]
     json: bool,
 }
@@ -622,11 +643,120 @@ fn open_for_search(index_dir: &Path, args: &ModelArgs) -> Result<(Index, Option<
     Ok((index, model))
 }
 
+/// A loaded reranker with what `--rerank` asked for.
+struct RerankSetup<'a> {
+    reranker: Reranker<'a>,
+    depth: usize,
+    roots: Vec<PathBuf>,
+    dir: PathBuf,
+}
+
+/// Resolves `--rerank`: `None` when not asked for (or when the index has no images to score,
+/// which is said); an error naming the fix when it cannot run.
+fn open_reranker<'a>(
+    args: &RerankArgs,
+    index_dir: &Path,
+    model_args: &ModelArgs,
+    model: Option<&'a DualEncoder>,
+) -> Result<Option<RerankSetup<'a>>> {
+    let Some(depth) = args.rerank else {
+        return Ok(None);
+    };
+    if depth == 0 {
+        bail!("--rerank 0: give the number of top hits to rerank, e.g. --rerank 20");
+    }
+    if privacy::read_settings(index_dir)?.is_some_and(|s| s.deidentify) {
+        bail!(
+            "{} was built with --deidentify: it stores no image paths (only salted hashes of \
+             them), so --rerank cannot read the candidates' images; search it without --rerank",
+            index_dir.display()
+        );
+    }
+    let Some(model) = model else {
+        eprintln!(
+            "cxr: {} holds no images (report-only documents): --rerank has nothing to score; \
+             first-stage order kept",
+            index_dir.display()
+        );
+        return Ok(None);
+    };
+    let model_dir = model_args
+        .model
+        .clone()
+        .unwrap_or_else(model::default_model_dir);
+    let dir = args
+        .reranker
+        .clone()
+        .unwrap_or_else(|| rerank::default_dir(&model_dir));
+    let reranker = Reranker::load(&dir, model, model.device())
+        .with_context(|| format!("loading reranker {}", dir.display()))?;
+    if args.image_roots.is_empty() {
+        bail!(
+            "--rerank reads each candidate's image again: give --image-root with the folder(s) \
+             {} was built from (its stored paths are relative to them)",
+            index_dir.display()
+        );
+    }
+    for root in &args.image_roots {
+        if !root.is_dir() {
+            bail!("--image-root {}: not a folder", root.display());
+        }
+    }
+    Ok(Some(RerankSetup {
+        reranker,
+        depth,
+        roots: args.image_roots.clone(),
+        dir,
+    }))
+}
+
+/// Prints what the second stage could not do: each unreadable document once, report-only
+/// documents once.
+#[derive(Default)]
+struct NoticePrinter {
+    seen: std::collections::HashSet<String>,
+    report_only_said: bool,
+}
+
+impl NoticePrinter {
+    fn print(&mut self, notices: &[search::RerankNotice]) {
+        for n in notices {
+            match n {
+                search::RerankNotice::Unreadable { id, reason } => {
+                    if self.seen.insert(id.clone()) {
+                        eprintln!(
+                            "cxr: document {id}: not reranked ({reason}); kept at its \
+                             first-stage rank"
+                        );
+                    }
+                }
+                search::RerankNotice::ReportOnly { .. } => {
+                    if !self.report_only_said {
+                        self.report_only_said = true;
+                        eprintln!(
+                            "cxr: report-only documents have no image to rerank; they keep \
+                             their first-stage rank"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn cmd_search(args: SearchArgs) -> Result<ExitCode> {
+    if args.rerank.rerank.is_some() && args.image.is_some() {
+        bail!(
+            "--rerank scores image-text pairs (the reranker's match head): it applies to --text \
+             queries, not to --image ones"
+        );
+    }
     let (index, model) = open_for_search(&args.index, &args.model)?;
     let searcher = Searcher::new(&index, model.as_ref())
         .with_context(|| format!("searching {}", args.index.display()))?;
-    let mut opts = SearchOptions::top(args.k);
+    let setup = open_reranker(&args.rerank, &args.index, &args.model, model.as_ref())?;
+    let depth = setup.as_ref().map_or(0, |s| s.depth);
+    let mut opts = SearchOptions::top(args.k.max(depth));
     opts.filter = search::Filter::parse(&args.filters)?;
     opts.group_by_study = args.group_by.is_some();
     args.ranking.apply(&mut opts);
@@ -634,7 +764,7 @@ fn cmd_search(args: SearchArgs) -> Result<ExitCode> {
         warn_if_denials_unindexed(&index, text);
     }
     let started = std::time::Instant::now();
-    let (hits, query_text) = match (&args.text, &args.image) {
+    let (mut hits, query_text) = match (&args.text, &args.image) {
         (Some(text), _) => (searcher.search_text(text, &opts)?, text.clone()),
         (None, Some(path)) => {
             let decoded = ingest::decode_file(path, &DecodeOptions::default())?;
@@ -642,6 +772,13 @@ fn cmd_search(args: SearchArgs) -> Result<ExitCode> {
         }
         (None, None) => bail!("give --text or --image"),
     };
+    let mut reranked = None;
+    if let (Some(s), Some(m), Some(text)) = (&setup, model.as_ref(), &args.text) {
+        let outcome = search::rerank(&index, m, &s.reranker, text, &mut hits, s.depth, &s.roots)?;
+        NoticePrinter::default().print(&outcome.notices);
+        reranked = Some(outcome.scored);
+    }
+    hits.truncate(args.k);
     let millis = started.elapsed().as_secs_f64() * 1000.0;
     // The sentence shown is the one that matches what the query asks for, not what it denies.
     let parsed = search::ParsedQuery::parse(&query_text);
@@ -664,7 +801,14 @@ fn cmd_search(args: SearchArgs) -> Result<ExitCode> {
                 v
             })
             .collect();
-        let value = serde_json::json!({"took_ms": millis, "results": results});
+        let mut value = serde_json::json!({"took_ms": millis, "results": results});
+        if let (Some(scored), Some(s)) = (reranked, &setup) {
+            value["reranked"] = serde_json::json!({
+                "depth": s.depth,
+                "scored": scored,
+                "reranker": s.dir.display().to_string(),
+            });
+        }
         writeln!(out, "{value}")?;
     } else {
         for (i, h) in hits.iter().enumerate() {
@@ -676,15 +820,29 @@ fn cmd_search(args: SearchArgs) -> Result<ExitCode> {
             };
             let report = doc.map(|d| report_text(d.fields)).unwrap_or_default();
             let snip = search::snippet(&report, &snippet_query, 90);
+            let second = match (reranked, h.rerank) {
+                (None, _) => String::new(),
+                (Some(_), Some(p)) => format!("rerank {p:.4}  "),
+                (Some(_), None) => format!("{:<13}  ", "rerank -"),
+            };
             writeln!(
                 out,
-                "{:>3}  {:<40}  {:.4}  {:<9} {:<9} {}",
+                "{:>3}  {:<40}  {:.4}  {second}{:<9} {:<9} {}",
                 i + 1,
                 h.id,
                 h.score,
                 ranked_by(h),
                 field("view"),
                 snip
+            )?;
+        }
+        if let (Some(scored), Some(s)) = (reranked, &setup) {
+            writeln!(
+                out,
+                "reranked: the top {} first-stage hits ({scored} with an image) by image-text \
+                 match probability ({})",
+                s.depth,
+                s.dir.display()
             )?;
         }
     }
@@ -745,9 +903,13 @@ fn cmd_eval(args: EvalArgs) -> Result<ExitCode> {
     let qrels = eval::Qrels::load(&args.qrels)?;
     let (index, model) = open_for_search(&args.index, &args.model)?;
     let searcher = Searcher::new(&index, model.as_ref())?;
+    let setup = open_reranker(&args.rerank, &args.index, &args.model, model.as_ref())?;
     // Rank deeper than k so the run file is useful beyond the cut-off.
-    let mut opts = SearchOptions::top(args.k.max(100));
+    let mut opts =
+        SearchOptions::top(args.k.max(100).max(setup.as_ref().map_or(0, |s| s.depth)));
     args.ranking.apply(&mut opts);
+    let mut notices = NoticePrinter::default();
+    let (mut rerank_seconds, mut reranked_queries, mut image_queries) = (0f64, 0usize, 0usize);
     let mut run_out = match &args.run {
         Some(path) => Some(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
@@ -761,8 +923,20 @@ fn cmd_eval(args: EvalArgs) -> Result<ExitCode> {
             continue;
         };
         let hits = match &q.kind {
-            eval::QueryKind::Text(text) => searcher.search_text(text, &opts)?,
+            eval::QueryKind::Text(text) => {
+                let mut hits = searcher.search_text(text, &opts)?;
+                if let (Some(s), Some(m)) = (&setup, model.as_ref()) {
+                    let started = std::time::Instant::now();
+                    let outcome =
+                        search::rerank(&index, m, &s.reranker, text, &mut hits, s.depth, &s.roots)?;
+                    rerank_seconds += started.elapsed().as_secs_f64();
+                    reranked_queries += 1;
+                    notices.print(&outcome.notices);
+                }
+                hits
+            }
             eval::QueryKind::Image(path) => {
+                image_queries += 1;
                 let decoded = ingest::decode_file(path, &DecodeOptions::default())
                     .with_context(|| format!("query {}", q.id))?;
                 searcher.search_image(&decoded.image, &opts)?
@@ -787,6 +961,23 @@ fn cmd_eval(args: EvalArgs) -> Result<ExitCode> {
     }
     if let Some(mut w) = run_out {
         w.flush()?;
+    }
+    if let Some(s) = &setup {
+        if image_queries > 0 {
+            eprintln!(
+                "cxr: --rerank scores image-text pairs: {image_queries} image queries were ranked \
+                 by the first stage alone"
+            );
+        }
+        if reranked_queries > 0 {
+            eprintln!(
+                "cxr: reranked the top {} hits of {reranked_queries} text queries ({}): {:.1} ms \
+                 per query for the second stage (image decoding and the reranker)",
+                s.depth,
+                s.dir.display(),
+                rerank_seconds * 1000.0 / reranked_queries as f64
+            );
+        }
     }
     let report = eval::EvalReport::from_scores(args.k, scores);
     let stdout = std::io::stdout();

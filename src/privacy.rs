@@ -76,6 +76,22 @@ pub struct IndexPrivacy {
     settings: DeidentifySettings,
 }
 
+/// The de-identification settings an index was created with, read without creating anything
+/// (for readers such as `cxr search`); `None` when the index has no `privacy.json`.
+pub fn read_settings(index_dir: &Path) -> Result<Option<DeidentifySettings>, PrivacyError> {
+    let path = index_dir.join(SETTINGS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| PrivacyError::Settings {
+                path,
+                reason: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(PrivacyError::Io { path, source }),
+    }
+}
+
 impl IndexPrivacy {
     /// Reads the index's salt and settings, creating them for a new index. `requested` is what
     /// the command line asked for: `None` follows the index; a request that contradicts an

@@ -55,7 +55,7 @@ pub enum ModelError {
     NoImageTower { model: String, layout: ModelLayout },
     #[error(
         "model {model} ({layout}): its {tower} tower exposes no per-token states; the reranker \
-         needs the project's CNN image tower and BERT text tower"
+         needs the project's own image tower (CNN or ViT) and a BERT text tower"
     )]
     NoTokenStates {
         model: String,

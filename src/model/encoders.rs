@@ -38,10 +38,12 @@ impl ImageTower {
         }
     }
 
-    /// Spatial tokens `(batch, cells, hidden)` of the last feature map, row-major over the
-    /// cells, for the towers that expose one (the project's CNN); `None` for the others.
+    /// Spatial tokens `(batch, cells, hidden)`, row-major over the cells, for the project's own
+    /// towers: the CNN's last feature map, the ViT's last-layer patch tokens; `None` for the
+    /// others.
     pub(crate) fn patch_tokens(&self, pixels: &Tensor) -> Result<Option<Tensor>> {
         match self {
+            ImageTower::Vit(t) => t.patch_tokens(pixels).map(Some),
             ImageTower::Cnn(t) => {
                 let map = t.feature_map_t(pixels, false)?;
                 let (b, c, h, w) = map.dims4()?;

@@ -28,6 +28,15 @@ impl VitTower {
         let xs = self.encoder.forward(&xs)?;
         xs.i((.., 0, ..))?.apply(&self.layernorm)
     }
+
+    /// The layer-normed patch tokens `(batch, patches, hidden)` of the last layer (CLS left
+    /// out), row-major over the patch grid.
+    pub fn patch_tokens(&self, pixels: &Tensor) -> Result<Tensor> {
+        let xs = self.embeddings.forward(pixels, None, false)?;
+        let xs = self.encoder.forward(&xs)?;
+        let n = xs.dim(1)?;
+        xs.narrow(1, 1, n - 1)?.contiguous()?.apply(&self.layernorm)
+    }
 }
 
 /// BERT text tower in the Hugging Face `BertModel` layout. Returns the last layer's CLS token.

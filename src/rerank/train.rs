@@ -711,3 +711,165 @@ pub fn train(opts: &RerankTrainOptions) -> Result<Vec<RerankEpoch>> {
     }
     Ok(history)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::GreyImage;
+    use crate::model::{self, InitOptions, Preset};
+    use crate::rerank::{RerankError, Reranker};
+    use crate::train::vocab;
+
+    const BRIGHT: &str = "pleural effusion.";
+    const DARK: &str = "cardiomegaly.";
+
+    fn tiny_model(dir: &Path, seed: u64) -> DualEncoder {
+        let corpus: Vec<String> = [BRIGHT, DARK, "no acute cardiopulmonary abnormality."]
+            .iter()
+            .cycle()
+            .take(60)
+            .map(|s| s.to_string())
+            .collect();
+        model::init_random(
+            dir,
+            &InitOptions {
+                name: format!("tiny{seed}"),
+                preset: Preset::Test,
+                seed,
+                corpus,
+            },
+        )
+        .unwrap();
+        DualEncoder::load(dir, &Device::Cpu).unwrap()
+    }
+
+    /// A 32x32 image around `level` with seeded noise.
+    fn image(model: &DualEncoder, level: f32, rng: &mut Rng) -> Vec<f32> {
+        let pixels = (0..32 * 32)
+            .map(|_| (level + 0.2 * (rng.uniform() - 0.5)).clamp(0.0, 1.0))
+            .collect();
+        model.prepare_image(&GreyImage {
+            width: 32,
+            height: 32,
+            pixels,
+        })
+    }
+
+    fn batch(model: &DualEncoder, rng: &mut Rng) -> RerankBatch {
+        let mut b = RerankBatch::default();
+        for k in 0..8 {
+            let bright = k % 2 == 0;
+            b.images
+                .push(image(model, if bright { 0.85 } else { 0.15 }, rng));
+            b.texts.push(if bright { BRIGHT } else { DARK }.to_string());
+            b.labels
+                .push(vocab::multi_hot(&[if bright { 1 } else { 2 }]));
+        }
+        b
+    }
+
+    /// Mean match probability of `text` with fresh bright (or dark) images.
+    fn mean_match(t: &RerankTrainer, text: &str, level: f32, rng: &mut Rng) -> f32 {
+        let imgs: Vec<Vec<f32>> = (0..6).map(|_| image(t.model, level, rng)).collect();
+        let p = t.match_probabilities(text, &imgs).unwrap();
+        p.iter().sum::<f32>() / p.len() as f32
+    }
+
+    #[test]
+    fn a_briefly_trained_reranker_scores_matching_pairs_above_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny_model(dir.path(), 1);
+        let cfg = config_for(&model, 4, 32, 1).unwrap();
+        let mut trainer = RerankTrainer::new(&model, &cfg, 0).unwrap();
+        let mut rng = Rng::new(5);
+        let steps = 60;
+        let mut first = None;
+        let mut last = 0.0;
+        for step in 0..steps {
+            let b = batch(&model, &mut rng);
+            let lr = learning_rate(3e-3, step, 3, steps);
+            let r = trainer.step(&b, &mut rng, lr, 0.0, 1.0).unwrap();
+            assert_eq!(r.negatives, 16, "every item has a different-label partner");
+            first.get_or_insert(r.loss);
+            last = r.loss;
+        }
+        assert!(last < first.unwrap(), "loss {first:?} -> {last}");
+        let mut rng = Rng::new(99);
+        let bb = mean_match(&trainer, BRIGHT, 0.85, &mut rng);
+        let bd = mean_match(&trainer, DARK, 0.85, &mut rng);
+        let db = mean_match(&trainer, BRIGHT, 0.15, &mut rng);
+        let dd = mean_match(&trainer, DARK, 0.15, &mut rng);
+        assert!(
+            bb > bd + 0.2 && dd > db + 0.2,
+            "bright: own {bb:.3} other {bd:.3}; dark: own {dd:.3} other {db:.3}"
+        );
+
+        // Saved and loaded, it scores the same; another model is refused.
+        let out = dir.path().join("reranker");
+        trainer.save(&out, serde_json::json!({})).unwrap();
+        let loaded = Reranker::load(&out, &model, &Device::Cpu).unwrap();
+        let imgs: Vec<Vec<f32>> = (0..3).map(|_| image(&model, 0.85, &mut rng)).collect();
+        let a = loaded.score(BRIGHT, &imgs).unwrap();
+        let b = trainer.match_probabilities(BRIGHT, &imgs).unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = tiny_model(other_dir.path(), 2);
+        match Reranker::load(&out, &other, &Device::Cpu) {
+            Err(e @ RerankError::ModelMismatch { .. }) => {
+                assert!(e.to_string().contains("tiny1"), "{e}")
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a reranker loaded for another model"),
+        }
+        assert!(matches!(
+            Reranker::load(
+                other_dir.path().join("none").as_path(),
+                &model,
+                &Device::Cpu
+            ),
+            Err(RerankError::NotFound { .. })
+        ));
+        // A model folder is not a reranker folder, and says so.
+        assert!(matches!(
+            Reranker::load(dir.path(), &model, &Device::Cpu),
+            Err(RerankError::Config { .. })
+        ));
+    }
+
+    #[test]
+    fn padding_in_a_batch_of_texts_does_not_change_a_score() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny_model(dir.path(), 3);
+        let cfg = config_for(&model, 4, 32, 2).unwrap();
+        let trainer = RerankTrainer::new(&model, &cfg, 1).unwrap();
+        let img = image(&model, 0.5, &mut Rng::new(1));
+        let tokens = model
+            .image_patch_tokens(&model.input_tensor(&[img.clone(), img]).unwrap())
+            .unwrap();
+        // Alone, the short text has no padding; beside a longer one it is padded.
+        let (s1, m1) = model.text_token_states(&[DARK]).unwrap();
+        let alone = trainer
+            .qformer
+            .itm_logits(&tokens.narrow(0, 0, 1).unwrap(), &s1, &m1)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let long = "pleural effusion. cardiomegaly. no acute cardiopulmonary abnormality.";
+        let (s2, m2) = model.text_token_states(&[DARK, long]).unwrap();
+        assert!(
+            s2.dim(1).unwrap() > s1.dim(1).unwrap(),
+            "no padding happened"
+        );
+        let padded = trainer
+            .qformer
+            .itm_logits(&tokens, &s2, &m2)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (a, b) in alone[0].iter().zip(&padded[0]) {
+            assert!((a - b).abs() < 1e-5, "{alone:?} vs {padded:?}");
+        }
+    }
+}

@@ -5,6 +5,7 @@
 pub mod filter;
 pub mod fusion;
 pub mod query;
+pub mod rerank;
 mod snippet;
 
 use cxr_index::{Index, TextField};
@@ -12,6 +13,7 @@ use cxr_index::{Index, TextField};
 pub use filter::{Filter, FilterError};
 pub use fusion::{Fusion, Signal};
 pub use query::ParsedQuery;
+pub use rerank::{rerank, RerankNotice, RerankOutcome};
 pub use snippet::snippet;
 
 use crate::ingest::GreyImage;
@@ -26,6 +28,9 @@ pub enum SearchError {
     Model(#[from] crate::model::ModelError),
     #[error("the index holds image vectors; a model is needed to embed the query")]
     NoModel,
+    /// Boxed: the reranker's errors are large and rare.
+    #[error(transparent)]
+    Rerank(Box<crate::rerank::RerankError>),
 }
 
 /// One result with the evidence behind its rank.
@@ -40,6 +45,10 @@ pub struct Hit {
     pub vector: Option<(usize, f32)>,
     /// Rank (1-based) and BM25 score in the report-text list, if the doc was in it.
     pub text: Option<(usize, f32)>,
+    /// The reranker's image-text match probability, when the hit was among the reranked top
+    /// `N` and its image could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank: Option<f32>,
 }
 
 /// Search parameters.
@@ -247,6 +256,7 @@ impl<'a> Searcher<'a> {
                 score: f.score,
                 vector: f.vector,
                 text: f.text,
+                rerank: None,
             })
             .collect();
         if opts.group_by_study {
