@@ -596,3 +596,258 @@ fn checkpoint_folders_index_search_and_refuse_what_they_cannot_embed() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("text only"), "{err}");
 }
+
+/// A tiny NIH-shaped data folder: bright images labelled Effusion, dark ones No Finding, in
+/// `train/` (8) and `valid/` (4), with `labels.csv`.
+fn make_nih_like(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    let root = data.join("nih1000");
+    let mut csv = String::from("path,Finding Labels\n");
+    for (split, n) in [("train", 8u32), ("valid", 4)] {
+        std::fs::create_dir_all(root.join(split)).unwrap();
+        for k in 0..n {
+            let bright = k % 2 == 0;
+            let name = format!("{split}/{k}.png");
+            image::GrayImage::from_fn(32, 32, |x, y| {
+                let base = if bright { 200 } else { 50 };
+                image::Luma([(base + (x * 7 + y * 3 + k) % 40) as u8])
+            })
+            .save(root.join(&name))
+            .unwrap();
+            let label = if bright { "Effusion" } else { "No Finding" };
+            csv.push_str(&format!("{name},{label}\n"));
+        }
+    }
+    std::fs::write(root.join("labels.csv"), csv).unwrap();
+    data
+}
+
+#[test]
+fn rerank_trains_reorders_text_hits_and_refuses_what_it_cannot_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = make_model(dir.path());
+    let m = model.to_str().unwrap();
+    let data = make_nih_like(dir.path());
+    let o = cxr(&[
+        "train-reranker",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        m,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--width",
+        "16",
+        "--queries",
+        "2",
+        "--layers",
+        "1",
+        "-q",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("trained the reranker for 2 epochs"), "{out}");
+    assert!(model.join("reranker/model.safetensors").is_file());
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("reranker/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["format"], "cxr-reranker");
+    assert_eq!(config["training"]["history"].as_array().unwrap().len(), 2);
+
+    let archive = make_archive(dir.path());
+    let a = archive.to_str().unwrap();
+    let idx = dir.path().join("idx");
+    let i = idx.to_str().unwrap();
+    let o = cxr(&["index", a, "--out", i, "--model", m, "-q"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let search = |extra: &[&str]| {
+        let mut args = vec!["search", i, "--text", "pleural effusion", "--model", m];
+        args.extend_from_slice(extra);
+        cxr(&args)
+    };
+
+    // Every hit of the top 5 gets a match probability; the text output says it was reranked.
+    let o = search(&["--rerank", "5", "--image-root", a, "--json"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    let probs: Vec<f64> = results
+        .iter()
+        .map(|r| r["rerank"].as_f64().expect("a rerank score"))
+        .collect();
+    assert!(probs.windows(2).all(|w| w[0] >= w[1]), "{probs:?}");
+    assert!(probs.iter().all(|p| (0.0..=1.0).contains(p)));
+    assert_eq!(v["reranked"]["scored"], 3);
+    let o = search(&["--rerank", "5", "--image-root", a]);
+    let (out, _) = text(&o);
+    assert!(
+        out.contains("rerank 0.") && out.contains("reranked: the top 5"),
+        "{out}"
+    );
+    // Without --rerank no hit has a rerank score.
+    let (out, _) = text(&search(&["--json"]));
+    assert!(!out.contains("\"rerank\""), "{out}");
+
+    // A candidate whose file is gone keeps its place, named by document id.
+    let moved = dir.path().join("img2.png");
+    std::fs::rename(archive.join("img2.png"), &moved).unwrap();
+    let o = search(&["--rerank", "5", "--image-root", a, "--json"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("document img2: not reranked") && err.contains("kept at its first-stage"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let gone = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "img2")
+        .unwrap();
+    assert!(gone.get("rerank").is_none());
+    std::fs::rename(&moved, archive.join("img2.png")).unwrap();
+
+    // Report-only documents cannot be reranked: said once, order kept.
+    let reports = dir.path().join("reports.jsonl");
+    std::fs::write(&reports, REPORTS).unwrap();
+    let o = cxr(&[
+        "index",
+        "--reports",
+        reports.to_str().unwrap(),
+        "--out",
+        i,
+        "--model",
+        m,
+        "-q",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = search(&["--rerank", "10", "--image-root", a]);
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(
+        err.matches("report-only documents have no image to rerank")
+            .count(),
+        1,
+        "{err}"
+    );
+
+    // Refusals, each with its reason.
+    let o = search(&["--rerank", "5", "--image-root", a, "--reranker", i]);
+    assert_eq!(o.status.code(), Some(2));
+    let (_, err) = text(&o);
+    assert!(err.contains("no reranker here"), "{err}");
+    let o = search(&["--rerank", "5"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("give --image-root"), "{:?}", text(&o));
+    let q = archive.join("img1.png");
+    let o = cxr(&[
+        "search",
+        i,
+        "--image",
+        q.to_str().unwrap(),
+        "--rerank",
+        "5",
+        "--model",
+        m,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).1.contains("applies to --text queries"),
+        "{:?}",
+        text(&o)
+    );
+    let deid = dir.path().join("deid");
+    let d = deid.to_str().unwrap();
+    let o = cxr(&["index", a, "--out", d, "--deidentify", "--model", m, "-q"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = cxr(&[
+        "search",
+        d,
+        "--text",
+        "effusion",
+        "--rerank",
+        "5",
+        "--image-root",
+        a,
+        "--model",
+        m,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).1.contains("built with --deidentify"),
+        "{:?}",
+        text(&o)
+    );
+    // A reranker trained for another model is refused.
+    let other = make_model_seeded(dir.path(), "other", 4);
+    let other_idx = dir.path().join("other-idx");
+    let oi = other_idx.to_str().unwrap();
+    let o = cxr(&[
+        "index",
+        a,
+        "--out",
+        oi,
+        "--model",
+        other.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success());
+    let reranker = model.join("reranker");
+    let o = cxr(&[
+        "search",
+        oi,
+        "--text",
+        "effusion",
+        "--rerank",
+        "5",
+        "--image-root",
+        a,
+        "--model",
+        other.to_str().unwrap(),
+        "--reranker",
+        reranker.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).1.contains("was trained for model"),
+        "{:?}",
+        text(&o)
+    );
+
+    // eval reranks text queries.
+    let queries = dir.path().join("q.jsonl");
+    std::fs::write(
+        &queries,
+        r#"{"id": "q1", "corpus": "t", "group": "finding", "text": "pleural effusion"}
+"#,
+    )
+    .unwrap();
+    let qrels = dir.path().join("qrels.txt");
+    std::fs::write(&qrels, "q1 0 img1 2\nq1 0 img3 1\n").unwrap();
+    let o = cxr(&[
+        "eval",
+        i,
+        "--queries",
+        queries.to_str().unwrap(),
+        "--qrels",
+        qrels.to_str().unwrap(),
+        "--model",
+        m,
+        "--rerank",
+        "3",
+        "--image-root",
+        a,
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("reranked the top 3 hits of 1 text queries"),
+        "{err}"
+    );
+    assert!(out.contains("q1") || out.contains("mean"), "{out}");
+}
