@@ -922,6 +922,7 @@ fn cmd_eval(args: EvalArgs) -> Result<ExitCode> {
             eprintln!("cxr: query {} has no judgments in the qrels; skipped", q.id);
             continue;
         };
+        let mut reranked = false;
         let hits = match &q.kind {
             eval::QueryKind::Text(text) => {
                 let mut hits = searcher.search_text(text, &opts)?;
@@ -931,6 +932,7 @@ fn cmd_eval(args: EvalArgs) -> Result<ExitCode> {
                         search::rerank(&index, m, &s.reranker, text, &mut hits, s.depth, &s.roots)?;
                     rerank_seconds += started.elapsed().as_secs_f64();
                     reranked_queries += 1;
+                    reranked = true;
                     notices.print(&outcome.notices);
                 }
                 hits
@@ -942,11 +944,15 @@ fn cmd_eval(args: EvalArgs) -> Result<ExitCode> {
                 searcher.search_image(&decoded.image, &opts)?
             }
         };
+        // trec_eval orders a run by score; after reranking the first-stage scores no longer
+        // follow the list's order, so a reranked list is scored by rank (n, n-1, ..., 1).
+        let n = hits.len();
         let ranked: Vec<eval::Ranked> = hits
             .iter()
-            .map(|h| eval::Ranked {
+            .enumerate()
+            .map(|(i, h)| eval::Ranked {
                 docid: h.id.clone(),
-                score: h.score,
+                score: if reranked { (n - i) as f32 } else { h.score },
             })
             .collect();
         if let Some(w) = run_out.as_mut() {

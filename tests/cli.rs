@@ -829,6 +829,7 @@ fn rerank_trains_reorders_text_hits_and_refuses_what_it_cannot_score() {
     .unwrap();
     let qrels = dir.path().join("qrels.txt");
     std::fs::write(&qrels, "q1 0 img1 2\nq1 0 img3 1\n").unwrap();
+    let run = dir.path().join("rerank.run");
     let o = cxr(&[
         "eval",
         i,
@@ -842,12 +843,32 @@ fn rerank_trains_reorders_text_hits_and_refuses_what_it_cannot_score() {
         "3",
         "--image-root",
         a,
+        "--run",
+        run.to_str().unwrap(),
     ]);
-    let (out, err) = text(&o);
+    let (_, err) = text(&o);
     assert!(o.status.success(), "{err}");
     assert!(
         err.contains("reranked the top 3 hits of 1 text queries"),
         "{err}"
     );
-    assert!(out.contains("q1") || out.contains("mean"), "{out}");
+    // The run (which trec_eval orders by score) ranks as the reranked search does: a run that
+    // kept first-stage scores would undo the rerank in every metric.
+    let run_text = std::fs::read_to_string(&run).unwrap();
+    let field = |l: &str, n: usize| l.split_whitespace().nth(n).unwrap().to_string();
+    let run_ids: Vec<String> = run_text.lines().take(3).map(|l| field(l, 2)).collect();
+    let run_scores: Vec<f64> = run_text
+        .lines()
+        .map(|l| field(l, 4).parse().unwrap())
+        .collect();
+    assert!(run_scores.windows(2).all(|w| w[0] > w[1]), "{run_scores:?}");
+    let o = search(&["--rerank", "3", "--image-root", a, "--json", "-k", "3"]);
+    let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    let search_ids: Vec<String> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(run_ids, search_ids);
 }
