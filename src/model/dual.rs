@@ -324,6 +324,22 @@ impl DualEncoder {
         )?)
     }
 
+    /// The linear heads into the shared space, `(visual, text)`, as `(embed_dim, hidden)` weight
+    /// matrices, where both towers have a plain linear head (the project's own models); `None`
+    /// otherwise. The reranker starts its token projections from them, so its image cells and
+    /// text tokens begin in the space where the model already aligned images with text.
+    pub fn projection_weights(&self) -> Option<(Tensor, Tensor)> {
+        match (
+            self.image.as_ref().map(|i| &i.projection),
+            self.text.as_ref().map(|t| &t.projection),
+        ) {
+            (Some(Projection::Linear(v)), Some(Projection::Linear(t))) => {
+                Some((v.weight().clone(), t.weight().clone()))
+            }
+            _ => None,
+        }
+    }
+
     /// The image tower's spatial tokens `(batch, cells, hidden)` of a `(batch, channels, size,
     /// size)` pixel tensor: the cells of the feature map the embedding is pooled from. The
     /// reranker's cross-attention reads them (ELIXR-B feeds the image encoder's patch tokens to

@@ -9,7 +9,7 @@
 //! - **ITM**: a binary match head over queries that read the text and the image together. Each
 //!   image gets one negative text and each text one negative image, mined from the batch by the
 //!   *frozen* dual encoder: among the items whose label set differs, one drawn with probability
-//!   `softmax(MINING_SCALE * cosine)` (BLIP's hard-negative sampling), so the head learns what
+//!   `softmax(mining_scale * cosine)` (BLIP's hard-negative sampling), so the head learns what
 //!   the first stage confuses.
 //!
 //! Data: NIH `train/` images with a fresh templated report each time they are drawn
@@ -35,8 +35,9 @@ use crate::train::metrics::roc_auc;
 use crate::train::rng::Rng;
 use crate::train::{augment, data, learning_rate};
 
-/// Scale of the dual encoder's cosines when drawing hard negatives: about the default model's
-/// learnt CLIP scale (14), so a negative twice as similar is far likelier, not certain.
+/// Default scale of the dual encoder's cosines when drawing hard negatives: about the default
+/// model's learnt CLIP scale (14), so a negative twice as similar is far likelier, not certain.
+/// 0 draws uniformly among the items with another label set.
 pub const MINING_SCALE: f32 = 14.0;
 
 /// One training batch: prepared images, their texts and label vectors (item `i` is image `i`
@@ -65,6 +66,8 @@ pub struct RerankTrainer<'a> {
     qformer: QFormer,
     decay: AdamW,
     plain: AdamW,
+    /// Scale of the hard-negative draw ([`MINING_SCALE`] unless set).
+    pub mining_scale: f32,
 }
 
 /// The shape of the Q-Former for `model`: the image side is read off the tower by running it
@@ -91,15 +94,24 @@ pub fn config_for(
         image_hidden: channels,
         image_tokens: cells,
         text_hidden: states.dim(2)?,
-        itc_dim: (hidden_size / 2).max(8),
+        // The model's own space: the ITC text head can start as the model's text projection.
+        itc_dim: model.dim(),
         layer_norm_eps: 1e-6,
     })
 }
 
 impl<'a> RerankTrainer<'a> {
     /// A fresh Q-Former with seeded weights: normal(0, 0.02) matrices, query tokens and position
-    /// embeddings, zero biases, unit norm gains, CLIP's initial temperature.
-    pub fn new(model: &'a DualEncoder, cfg: &QFormerConfig, seed: u64) -> Result<Self> {
+    /// embeddings, zero biases, unit norm gains, CLIP's initial temperature. With `warm_start`,
+    /// the image-token, text-token and ITC text projections start as the model's own heads into
+    /// its shared space where the shapes allow (see [`DualEncoder::projection_weights`]): with
+    /// 600 training images a projection learnt from scratch overfits before it aligns anything.
+    pub fn new(
+        model: &'a DualEncoder,
+        cfg: &QFormerConfig,
+        seed: u64,
+        warm_start: bool,
+    ) -> Result<Self> {
         let device = model.device().clone();
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
@@ -127,7 +139,19 @@ impl<'a> RerankTrainer<'a> {
             } else {
                 (0..n).map(|_| 0.02 * normal(&mut rng)).collect()
             };
-            var.set(&Tensor::from_vec(values, shape, &device)?)?;
+            let warm = warm_start
+                .then(|| model.projection_weights())
+                .flatten()
+                .and_then(|(visual, text)| match name.as_str() {
+                    "image_proj.weight" => Some(visual),
+                    "text_proj.weight" | "itc_text.weight" => Some(text),
+                    _ => None,
+                })
+                .filter(|w| w.dims() == shape.dims());
+            match warm {
+                Some(w) => var.set(&w.to_dtype(DType::F32)?.to_device(&device)?)?,
+                None => var.set(&Tensor::from_vec(values, shape, &device)?)?,
+            }
             // Weight decay on matrices only, as in `cxr train`.
             if var.rank() >= 2 && !is_norm {
                 decay.push(var);
@@ -148,6 +172,7 @@ impl<'a> RerankTrainer<'a> {
             qformer,
             decay: AdamW::new(decay, params.clone())?,
             plain: AdamW::new(plain, params)?,
+            mining_scale: MINING_SCALE,
         })
     }
 
@@ -157,6 +182,7 @@ impl<'a> RerankTrainer<'a> {
 
     /// ITC + ITM loss of a batch; `rng` draws the hard negatives.
     pub fn loss(&self, batch: &RerankBatch, rng: &mut Rng) -> Result<(Tensor, StepLoss)> {
+        let scale = self.mining_scale;
         let b = batch.images.len();
         if b < 2 || batch.texts.len() != b || batch.labels.len() != b {
             bail!("a reranker batch needs at least two images, each with a text and labels");
@@ -210,7 +236,7 @@ impl<'a> RerankTrainer<'a> {
                 .filter(|&j| !row[j])
                 .map(|j| (j, cos(i, j)))
                 .collect();
-            if let Some(j) = draw(&candidates, rng) {
+            if let Some(j) = draw(&candidates, scale, rng) {
                 image_idx.push(i as u32);
                 text_idx.push(j as u32);
                 labels.push(0);
@@ -222,7 +248,7 @@ impl<'a> RerankTrainer<'a> {
                 .filter(|&i| !col[i])
                 .map(|i| (i, cos(i, j)))
                 .collect();
-            if let Some(i) = draw(&candidates, rng) {
+            if let Some(i) = draw(&candidates, scale, rng) {
                 image_idx.push(i as u32);
                 text_idx.push(j as u32);
                 labels.push(0);
@@ -326,16 +352,15 @@ fn soft_cross_entropy(logits: &Tensor, targets: &Tensor) -> candle_core::Result<
     (logp * targets)?.sum(D::Minus1)?.mean_all()?.neg()
 }
 
-/// Draws one candidate with probability `softmax(MINING_SCALE * cosine)`; `None` when there is
-/// none.
-fn draw(candidates: &[(usize, f32)], rng: &mut Rng) -> Option<usize> {
+/// Draws one candidate with probability `softmax(scale * cosine)`; `None` when there is none.
+fn draw(candidates: &[(usize, f32)], scale: f32, rng: &mut Rng) -> Option<usize> {
     let max = candidates
         .iter()
         .map(|c| c.1)
         .fold(f32::NEG_INFINITY, f32::max);
     let weights: Vec<f32> = candidates
         .iter()
-        .map(|c| (MINING_SCALE * (c.1 - max)).exp())
+        .map(|c| (scale * (c.1 - max)).exp())
         .collect();
     let total: f32 = weights.iter().sum();
     if candidates.is_empty() || total.is_nan() || total <= 0.0 {
@@ -377,6 +402,10 @@ pub struct RerankTrainOptions {
     pub num_queries: usize,
     pub hidden_size: usize,
     pub num_layers: usize,
+    /// Start the token projections from the model's own heads (see [`RerankTrainer::new`]).
+    pub warm_start: bool,
+    /// Scale of the hard-negative draw (0: uniform among other label sets).
+    pub mining_scale: f32,
     #[serde(skip)]
     pub progress: bool,
 }
@@ -573,7 +602,8 @@ pub fn train(opts: &RerankTrainOptions) -> Result<Vec<RerankEpoch>> {
     let model = DualEncoder::load(&opts.model, &device)
         .with_context(|| format!("loading model {}", opts.model.display()))?;
     let cfg = config_for(&model, opts.num_queries, opts.hidden_size, opts.num_layers)?;
-    let mut trainer = RerankTrainer::new(&model, &cfg, opts.seed)?;
+    let mut trainer = RerankTrainer::new(&model, &cfg, opts.seed, opts.warm_start)?;
+    trainer.mining_scale = opts.mining_scale;
     let started = Instant::now();
     let sources = data::Sources::parse(&opts.sources)?;
     if sources.iu {
@@ -780,9 +810,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny_model(dir.path(), 1);
         let cfg = config_for(&model, 4, 32, 1).unwrap();
-        let mut trainer = RerankTrainer::new(&model, &cfg, 0).unwrap();
+        let mut trainer = RerankTrainer::new(&model, &cfg, 0, false).unwrap();
         let mut rng = Rng::new(5);
-        let steps = 60;
+        let steps = 200;
         let mut first = None;
         let mut last = 0.0;
         for step in 0..steps {
@@ -839,11 +869,38 @@ mod tests {
     }
 
     #[test]
+    fn a_warm_start_copies_the_models_heads() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny_model(dir.path(), 4);
+        let (visual, text) = model.projection_weights().unwrap();
+        // Width = the model's embedding size, so every head fits.
+        let cfg = config_for(&model, 2, model.dim(), 1).unwrap();
+        let warm = RerankTrainer::new(&model, &cfg, 0, true).unwrap();
+        let cold = RerankTrainer::new(&model, &cfg, 0, false).unwrap();
+        let get = |t: &RerankTrainer, name: &str| {
+            t.varmap.data().lock().unwrap()[name]
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let v = visual.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let t = text.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(get(&warm, "image_proj.weight"), v);
+        assert_eq!(get(&warm, "text_proj.weight"), t);
+        assert_eq!(get(&warm, "itc_text.weight"), t);
+        assert_ne!(get(&cold, "image_proj.weight"), v);
+        // Everything else is the same seeded draw.
+        assert_eq!(get(&warm, "query_tokens"), get(&cold, "query_tokens"));
+    }
+
+    #[test]
     fn padding_in_a_batch_of_texts_does_not_change_a_score() {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny_model(dir.path(), 3);
         let cfg = config_for(&model, 4, 32, 2).unwrap();
-        let trainer = RerankTrainer::new(&model, &cfg, 1).unwrap();
+        let trainer = RerankTrainer::new(&model, &cfg, 1, false).unwrap();
         let img = image(&model, 0.5, &mut Rng::new(1));
         let tokens = model
             .image_patch_tokens(&model.input_tensor(&[img.clone(), img]).unwrap())
