@@ -915,8 +915,7 @@ fn cmd_eval(args: EvalArgs) -> Result<ExitCode> {
     let searcher = Searcher::new(&index, model.as_ref())?;
     let setup = open_reranker(&args.rerank, &args.index, &args.model, model.as_ref())?;
     // Rank deeper than k so the run file is useful beyond the cut-off.
-    let mut opts =
-        SearchOptions::top(args.k.max(100).max(setup.as_ref().map_or(0, |s| s.depth)));
+    let mut opts = SearchOptions::top(args.k.max(100).max(setup.as_ref().map_or(0, |s| s.depth)));
     args.ranking.apply(&mut opts);
     let mut notices = NoticePrinter::default();
     let (mut rerank_seconds, mut reranked_queries, mut image_queries) = (0f64, 0usize, 0usize);
