@@ -97,6 +97,9 @@ pub fn report_parse(data: &[u8]) {
                 if let Some(asserted) = report.asserted_text() {
                     assert!(!asserted.is_empty());
                 }
+                if let Some(denied) = report.negated_text() {
+                    assert!(!denied.is_empty());
+                }
             }
         }
     }
@@ -118,12 +121,24 @@ pub fn report_parse(data: &[u8]) {
             end = sentence.end;
         }
         let _ = negation::asserted_text(text);
+        // Denied words are lower-cased words of the text (checked for ASCII words: lower-casing
+        // a word alone and within the text differ only outside ASCII), never empty.
+        let lower = text.to_lowercase().replace('\u{2019}', "'");
+        for word in negation::negated_words(text) {
+            assert!(!word.is_empty());
+            if word.is_ascii() {
+                assert!(
+                    lower.contains(&word),
+                    "denied word {word:?} is not in the text"
+                );
+            }
+        }
     }
 }
 
 /// Query-side parsing: `--filter` expressions (one per line) and matching them against documents
-/// built from the same lines; the snippet chosen for a query; query-set (JSONL), qrels and run
-/// files of `cxr eval`.
+/// built from the same lines; the query's split by polarity; the snippet chosen for a query;
+/// query-set (JSONL), qrels and run files of `cxr eval`.
 pub fn query_parse(data: &[u8]) {
     use std::collections::BTreeMap;
 
@@ -145,6 +160,12 @@ pub fn query_parse(data: &[u8]) {
     }
 
     let (query, report) = text.split_once('\n').unwrap_or((&text, ""));
+    // A query read by polarity: a query that denies nothing is left as typed.
+    let parsed = crate::search::ParsedQuery::parse(query);
+    if !parsed.has_negation() {
+        assert_eq!(parsed.asserted, query);
+    }
+    assert!(parsed.denied_findings.len() <= parsed.denied.len());
     for max_chars in [0, 1, 80] {
         let s = crate::search::snippet(report, query, max_chars);
         assert!(s.chars().count() <= max_chars.max(1), "snippet too long");
