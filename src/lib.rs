@@ -27,12 +27,14 @@ pub mod search;
 #[cfg(feature = "engine")]
 pub mod train;
 
-/// Without the `engine` feature: filters and snippets only.
+/// Without the `engine` feature: filters, query polarity and snippets only.
 #[cfg(not(feature = "engine"))]
 pub mod search {
     pub mod filter;
+    pub mod query;
     mod snippet;
 
     pub use filter::{Filter, FilterError};
+    pub use query::ParsedQuery;
     pub use snippet::snippet;
 }
