@@ -25,6 +25,13 @@ rm -rf indexes && mkdir -p indexes
 
 echo; echo '$ cxr search indexes/iu --text "small left pleural effusion" -k 5'
 "$cxr" search indexes/iu --text "small left pleural effusion" -k 5
+echo; echo '$ cxr search indexes/iu --text "no pneumothorax" -k 3'
+"$cxr" search indexes/iu --text "no pneumothorax" -k 3
+echo; echo '$ cxr search indexes/iu --text "cardiomegaly without pleural effusion" -k 3'
+"$cxr" search indexes/iu --text "cardiomegaly without pleural effusion" -k 3
+echo; echo '$ cxr search indexes/nih --text "pleural effusion" -k 5 --rerank 20 --image-root ...'
+"$cxr" search indexes/nih --text "pleural effusion" -k 5 --rerank 20 \
+  --image-root "$DATA/nih1000/valid" "$DATA/nih1000/test"
 echo; echo '$ cxr search indexes/dicom --image rg1-j2kr.dcm -k 3'
 "$cxr" search indexes/dicom --image "$DATA/dicom/rg1-j2kr.dcm" -k 3
 for corpus in iu covid nih; do
