@@ -104,6 +104,9 @@ impl Default for SearchOptions {
 
 type Graph<'a> = Hnsw<'a, f32, UnitDot>;
 
+/// Batches at least this large are inserted in parallel (the writer flushes 1,024 at a time).
+pub(crate) const PARALLEL_INSERT_FROM: usize = 1024;
+
 self_cell::self_cell!(
     /// A graph reloaded from a dump, together with the loader it borrows from.
     pub(crate) struct LoadedGraph {
@@ -185,10 +188,13 @@ impl HnswGraph {
         self.with(|g| g.get_point_indexation().get_data_dimension())
     }
 
-    /// Inserts (vector, ordinal) pairs, in parallel for large batches.
+    /// Inserts (vector, ordinal) pairs: in parallel for full batches, one by one below
+    /// [`PARALLEL_INSERT_FROM`]. A parallel insert's graph depends on thread timing; inserting
+    /// the small remainder a commit flushes one by one costs little and makes a small index the
+    /// same graph on every build (and its tests repeatable).
     pub(crate) fn insert(&self, items: &[(&[f32], usize)]) {
         self.with(|g| {
-            if items.len() >= 64 {
+            if items.len() >= PARALLEL_INSERT_FROM {
                 g.parallel_insert_slice(&items.to_vec());
             } else {
                 for &(v, id) in items {

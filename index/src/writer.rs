@@ -38,7 +38,7 @@ use crate::text::TextWriter;
 use crate::vectors;
 
 /// Vectors are inserted into the graph in batches of this size (in parallel).
-const GRAPH_BATCH: usize = 1024;
+const GRAPH_BATCH: usize = crate::graph::PARALLEL_INSERT_FROM;
 
 /// A document to add to the index.
 #[derive(Clone, Debug, Default, PartialEq)]
