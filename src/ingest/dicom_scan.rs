@@ -429,9 +429,18 @@ impl<R: Read> Scan<'_, R> {
             };
             match header.tag {
                 ITEM_END | SEQUENCE_END if depth > 0 => return Ok(End::Normal),
-                // dicom-rs skips a stray delimiter outside any sequence, and reads on after an
-                // item header where an element belongs: so does this pass (found by fuzzing).
-                ITEM_END | SEQUENCE_END | ITEM => continue,
+                // dicom-rs reads a stray delimiter outside any sequence as an element, value
+                // and all: its declared length must fit, and it is skipped (found by fuzzing: a
+                // delimiter declaring 808 MB was reserved before the read failed).
+                ITEM_END | SEQUENCE_END => {
+                    if header.len != UNDEFINED && header.len > 0 {
+                        self.check_fits(&header)?;
+                        self.cursor.skip(u64::from(header.len))?;
+                    }
+                    continue;
+                }
+                // It reads on after an item header where an element belongs: so does this pass.
+                ITEM => continue,
                 _ => {}
             }
             if depth == 0 && header.tag == PIXEL_DATA && self.limits.stop_at_pixel_data {
