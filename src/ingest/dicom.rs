@@ -130,6 +130,7 @@ fn decode_from(
     // Again on the full object: these are the attributes the decoder will actually use.
     check_size(path, &obj, opts.max_pixels)?;
     check_pixel_module(path, &obj)?;
+    check_rle_frame(path, &obj)?;
     let image = decode_pixels(path, &obj)?;
     Ok(DecodedFile { image, meta })
 }
@@ -513,6 +514,105 @@ fn check_pixel_module(path: &Path, obj: &InMemDicomObject) -> Result<(), IngestE
         }
         (a, _) => fail(format!("Bits Allocated {a:?} not supported (8 or 16 only)")),
     }
+}
+
+/// Checks frame 0 of RLE Lossless pixel data before dicom-rs decodes it.
+///
+/// dicom-transfer-syntax-registry indexes its RLE header and decoded segments without bounds
+/// checks (a short fragment, a segment count past the fragment, or a segment that decodes to
+/// fewer bytes than Rows x Columns all panic). `catch_unwind` in [`decode_pixels`] would stop
+/// the panic, but a panic hook (a fuzzer's, an embedding application's) still sees it, and the
+/// reason it would give is an index out of bounds; this names the fault instead.
+fn check_rle_frame(path: &Path, obj: &DefaultDicomObject) -> Result<(), IngestError> {
+    if trim_value(obj.meta().transfer_syntax()) != "1.2.840.10008.1.2.5" {
+        return Ok(());
+    }
+    let fail = |reason: String| {
+        Err(IngestError::PixelData {
+            path: path.to_path_buf(),
+            reason: format!("RLE Lossless: {reason}"),
+        })
+    };
+    let Some(fragment) = obj
+        .get(tags::PIXEL_DATA)
+        .and_then(|e| e.value().fragments())
+        .and_then(|f| f.first())
+    else {
+        return fail("pixel data is not encapsulated in fragments".into());
+    };
+    // check_pixel_module has accepted Rows, Columns and Bits Allocated (8 or 16).
+    let plane = uint(obj, tags::ROWS).unwrap_or(0) * uint(obj, tags::COLUMNS).unwrap_or(0);
+    let bytes_per_sample = uint(obj, tags::BITS_ALLOCATED).unwrap_or(8) / 8;
+    let samples = uint(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let segments = samples.saturating_mul(bytes_per_sample);
+    check_rle_fragment(fragment, segments, plane).or_else(fail)
+}
+
+/// Validates one RLE frame (DICOM PS3.5 annex G): a 64-byte header of a segment count (at most
+/// 15) and the segments' offsets, then `segments` PackBits segments, each decoding to at least
+/// `plane` bytes.
+fn check_rle_fragment(fragment: &[u8], segments: u64, plane: u64) -> Result<(), String> {
+    const HEADER: usize = 64;
+    if fragment.len() < HEADER {
+        return Err(format!(
+            "frame of {} bytes is shorter than the 64-byte RLE header",
+            fragment.len()
+        ));
+    }
+    let word = |i: usize| {
+        let b = &fragment[4 * i..4 * i + 4];
+        u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let declared = word(0);
+    if declared > 15 || declared < segments {
+        return Err(format!(
+            "header declares {declared} segments, the image needs {segments} (at most 15)"
+        ));
+    }
+    let len = fragment.len() as u64;
+    // Segment k runs from its offset to the next one's, the last to the end of the frame.
+    let bounds: Vec<u64> = (1..=declared as usize).map(word).chain([len]).collect();
+    for k in 0..segments as usize {
+        let (start, end) = (bounds[k], bounds[k + 1]);
+        if start < HEADER as u64 || start > end || end > len {
+            return Err(format!(
+                "segment {k} spans bytes {start}..{end} of a {len}-byte frame"
+            ));
+        }
+        let decoded = packbits_len(&fragment[start as usize..end as usize]);
+        if decoded < plane {
+            return Err(format!(
+                "segment {k} decodes to {decoded} bytes, the image needs {plane}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Bytes a PackBits segment decodes to, read the way dicom-rs reads it: a literal run cut
+/// short by the end of the segment yields only the bytes present.
+fn packbits_len(segment: &[u8]) -> u64 {
+    let (mut at, mut out) = (0usize, 0u64);
+    while at < segment.len() {
+        let header = segment[at] as i8;
+        at += 1;
+        match header {
+            -128 => {}
+            -127..=-1 => {
+                if at >= segment.len() {
+                    break; // a replicate run without its byte: the decoder stops here too
+                }
+                out += 1 + u64::from(header.unsigned_abs());
+                at += 1;
+            }
+            _ => {
+                let run = (header as usize + 1).min(segment.len() - at);
+                out += run as u64;
+                at += run;
+            }
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1401,5 +1501,58 @@ mod tests {
         assert_eq!(meta.patient_age, Some(64)); // born 1940-03-05
         assert!(meta.sop_instance_uid.is_some());
         assert!(meta.patient_hash.is_some());
+    }
+
+    /// An RLE frame: the header, then each segment as given.
+    fn rle_frame(declared: u32, segments: &[&[u8]]) -> Vec<u8> {
+        let mut frame = vec![0u8; 64];
+        frame[..4].copy_from_slice(&declared.to_le_bytes());
+        let mut offset = 64u32;
+        for (k, segment) in segments.iter().enumerate() {
+            frame[4 + 4 * k..8 + 4 * k].copy_from_slice(&offset.to_le_bytes());
+            offset += segment.len() as u32;
+        }
+        for segment in segments {
+            frame.extend_from_slice(segment);
+        }
+        frame
+    }
+
+    #[test]
+    fn rle_frames_that_decode_in_full_pass() {
+        // 6 bytes: a replicate run of 4 (0xFD = -3) then a literal run of 2.
+        let segment: &[u8] = &[0xFD, 7, 0x01, 1, 2];
+        assert_eq!(packbits_len(segment), 6);
+        assert_eq!(check_rle_fragment(&rle_frame(1, &[segment]), 1, 6), Ok(()));
+        // 16-bit: two segments, high bytes then low bytes.
+        let frame = rle_frame(2, &[segment, segment]);
+        assert_eq!(check_rle_fragment(&frame, 2, 6), Ok(()));
+    }
+
+    #[test]
+    fn rle_frames_that_would_panic_dicom_rs_are_named() {
+        let segment: &[u8] = &[0xFD, 7, 0x01, 1, 2];
+        let err = |frame: &[u8], segments, plane| check_rle_fragment(frame, segments, plane);
+        // Shorter than the header.
+        assert!(err(&[1, 0, 0, 0], 1, 6).unwrap_err().contains("shorter"));
+        // More segments declared than the header can hold.
+        let mut frame = rle_frame(1, &[segment]);
+        frame[..4].copy_from_slice(&1_000_000u32.to_le_bytes());
+        assert!(err(&frame, 1, 6).unwrap_err().contains("1000000 segments"));
+        // Fewer segments than 16-bit samples need.
+        assert!(err(&rle_frame(1, &[segment]), 2, 6)
+            .unwrap_err()
+            .contains("needs 2"));
+        // An offset past the end of the frame.
+        let mut frame = rle_frame(1, &[segment]);
+        frame[4..8].copy_from_slice(&500u32.to_le_bytes());
+        assert!(err(&frame, 1, 6).unwrap_err().contains("spans bytes 500"));
+        // A segment that decodes short (the fuzz crash: dicom-rs indexes past its end).
+        assert!(err(&rle_frame(1, &[segment]), 1, 7)
+            .unwrap_err()
+            .contains("decodes to 6 bytes"));
+        // A literal run cut off by the end of the segment counts only the bytes present.
+        assert_eq!(packbits_len(&[0x05, 1, 2]), 2);
+        assert_eq!(packbits_len(&[0xFD]), 0);
     }
 }
