@@ -184,6 +184,28 @@ def main():
                                     f"({n:,} vectors, 1 thread)", value=round(r, 2),
                                     met=r >= 0.8))
     summary["growth"] = growth
+
+    # f16 storage against f32, same data, same run.
+    for n in sorted(vec):
+        half = vec[n].get("ours-f16")
+        if not half:
+            continue
+        f32_b, f32_h = best(n, "ours")
+        f16_b, f16_h = best(n, "ours-f16")
+        exact = next((l for l in half if l["what"] == "exact"), None)
+        dim = half[0]["dim"]
+        rows = [["f32", fmt(n * dim * 4 / 2**20), "1.000",
+                 f32_h["ef"] if f32_h else "none", fmt(f32_h["recall"], 3) if f32_h else "n/a",
+                 fmt(f32_h["qps"]) if f32_h else "n/a", "-"],
+                ["f16", fmt(exact["vector_file_bytes"] / 2**20) if exact else "n/a",
+                 fmt(exact["recall"], 3) if exact else "n/a",
+                 f16_h["ef"] if f16_h else "none", fmt(f16_h["recall"], 3) if f16_h else "n/a",
+                 fmt(f16_h["qps"]) if f16_h else "n/a",
+                 rfmt(ratio(f16_h["qps"], f32_h["qps"])) if f16_h and f32_h else "-"]]
+        md.append(f"\n### 3. Vector storage on {n:,} vectors: f16 against f32\n")
+        md.append(table(["storage", "vector file MiB", "exact-scan recall@10",
+                         "ef at recall@10 >= 0.95", "recall@10", "q/s (1 thread)",
+                         "f16/f32 q/s"], rows))
     if len(vec) > 1:
         md.append("\n### 5. Growth (q/s at the smallest swept ef reaching recall@10 0.95, "
                   "1 thread; latency = 1 / q/s)\n")

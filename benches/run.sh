@@ -153,6 +153,9 @@ for n in $(echo "$GROWTH,$VEC_N" | tr ',' '\n' | sort -nu); do
   "$PY" $PEERS/vectors.py --impl hnswlib --data-dir "$VDATA" --n "$n" --threads "$THREADS" \
     | tee -a "$RAW"
 done
+step "row 3: the same index with f16 vector storage ($VEC_N vectors)"
+RAYON_NUM_THREADS=$THREADS "$VECTORS" --data-dir "$VDATA" --n "$VEC_N" --storage f16 \
+  --index-dir "$WORK/vec-index" | tee -a "$RAW"
 fi
 
 # ---------------------------------------------------------------- row 4: end to end

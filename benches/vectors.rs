@@ -8,7 +8,11 @@
 //! after another on one thread through `Index::search_vector`, recall@10 against the exact
 //! top-10; the first ef reaching `--target` is measured again with all threads (rayon).
 //!
-//! `cargo bench --bench vectors -- --data-dir DIR --n N --index-dir DIR [--efs 16,32,...]`
+//! With `--storage f16` the index stores binary16 vectors; it also reports the recall@10 of an
+//! exact scan over them (the cost of the rounding alone, without the graph).
+//!
+//! `cargo bench --bench vectors -- --data-dir DIR --n N --index-dir DIR [--efs 16,32,...]
+//! [--storage f16]`
 
 #[path = "common/mod.rs"]
 mod common;
@@ -18,7 +22,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use cxr_index::{Document, HnswParams, Index, IndexSpec, IndexWriter, SearchOptions};
+use cxr_index::{
+    CreateOptions, Document, Index, IndexSpec, IndexWriter, SearchOptions, VectorStorage,
+};
 use rayon::prelude::*;
 use serde_json::json;
 
@@ -37,6 +43,9 @@ struct Args {
     target: f64,
     #[arg(long, default_value_t = 10)]
     k: usize,
+    /// How the index stores vectors: f32 or f16.
+    #[arg(long, default_value = "f32")]
+    storage: VectorStorage,
     /// Keep the index folder afterwards.
     #[arg(long)]
     keep: bool,
@@ -50,9 +59,17 @@ fn main() -> Result<()> {
     let data = common::VectorData::load(&args.data_dir, args.n)?;
     let dim = data.dim;
     let threads = common::threads();
-    let params = HnswParams::default();
+    let options = CreateOptions {
+        vector_storage: args.storage,
+        ..CreateOptions::default()
+    };
+    let params = options.hnsw;
+    let label = match args.storage {
+        VectorStorage::F32 => "ours",
+        VectorStorage::F16 => "ours-f16",
+    };
     let base = json!({
-        "row": "vectors", "impl": "ours", "n": args.n, "dim": dim,
+        "row": "vectors", "impl": label, "n": args.n, "dim": dim,
         "m": params.max_nb_connection, "ef_construction": params.ef_construction,
     });
     let line = |extra: serde_json::Value| {
@@ -73,7 +90,7 @@ fn main() -> Result<()> {
         model_name: "bench-vectors".into(),
     };
     let start = Instant::now();
-    let mut writer = IndexWriter::create_with(&args.index_dir, spec, params)?;
+    let mut writer = IndexWriter::create_with(&args.index_dir, spec, options)?;
     for (i, v) in data.base.chunks_exact(dim).enumerate() {
         writer.add(Document {
             id: i.to_string(),
@@ -89,9 +106,31 @@ fn main() -> Result<()> {
         json!({"what": "build", "threads": threads, "seconds": total,
         "add_seconds": added, "commit_seconds": total - added}),
     );
-    eprintln!("ours n={}: build {total:.1}s (add {added:.1}s)", args.n);
+    eprintln!("{label} n={}: build {total:.1}s (add {added:.1}s)", args.n);
 
     let queries: Vec<&[f32]> = (0..data.query_count()).map(|i| data.query(i)).collect();
+    if args.storage == VectorStorage::F16 {
+        // The rounding's own cost: an exact scan over the stored rows, no graph.
+        let index = Index::open(&args.index_dir)?;
+        let found = queries
+            .iter()
+            .map(|q| {
+                let hits = index.search_vector_exact(q, args.k)?;
+                Ok(hits.into_iter().map(|h| h.ord).collect())
+            })
+            .collect::<Result<Vec<Vec<u32>>>>()?;
+        let recall = data.recall(&found, args.k);
+        let bytes = index
+            .manifest()
+            .files
+            .vectors
+            .as_ref()
+            .map_or(0, |entry| entry.len);
+        line(json!({"what": "exact", "threads": 1, "recall": recall,
+            "vector_file_bytes": bytes}));
+        eprintln!("{label} n={}: exact-scan recall {recall:.4}", args.n);
+    }
+
     let run = |index: &Index, q: &[f32]| -> Vec<u32> {
         index
             .search_vector(q, args.k)
@@ -124,7 +163,7 @@ fn main() -> Result<()> {
             "ef_effective": ef.max(2 * args.k), "recall": recall, "qps": qps,
             "open_seconds": open_s}));
         eprintln!(
-            "ours n={} ef={ef}: recall {recall:.4}, {qps:.0} q/s",
+            "{label} n={} ef={ef}: recall {recall:.4}, {qps:.0} q/s",
             args.n
         );
         if recall >= args.target {

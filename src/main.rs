@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use cxr_index::{Index, IndexSpec, IndexWriter};
+use cxr_index::{CreateOptions, Index, IndexSpec, IndexWriter, VectorStorage};
 use cxr_search::embed::{self, IndexJob};
 use cxr_search::eval;
 use cxr_search::ingest::reports::{ReportTable, TableColumns};
@@ -326,6 +326,11 @@ struct IndexArgs {
     /// Refuse images larger than this many pixels.
     #[arg(long, default_value_t = DecodeOptions::default().max_pixels)]
     max_pixels: u64,
+    /// How a new index stores vectors: f32, or f16 (half the vector file and the memory a
+    /// search maps; see benches/README.md for the recall it costs) [default: f32]. Chosen when
+    /// the index is created; later runs follow it.
+    #[arg(long)]
+    vector_storage: Option<VectorStorage>,
     /// Replace or drop identifying metadata (DICOM PS3.15 basic profile): UIDs and ids become
     /// salted-hash UIDs, paths are hashed, age, sex and dates are dropped. Chosen when the
     /// index is created; later runs follow it.
@@ -541,6 +546,16 @@ fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
                 model.fingerprint()
             );
         }
+        if let Some(asked) = args.vector_storage {
+            if asked != writer.vector_storage() {
+                bail!(
+                    "{} stores {} vectors, chosen when it was created; drop --vector-storage {asked} \
+                     or choose another --out",
+                    args.out.display(),
+                    writer.vector_storage()
+                );
+            }
+        }
         writer
     } else {
         let spec = IndexSpec {
@@ -548,7 +563,11 @@ fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
             model_fingerprint: model.fingerprint().to_string(),
             model_name: model.name().to_string(),
         };
-        IndexWriter::create(&args.out, spec)
+        let options = CreateOptions {
+            vector_storage: args.vector_storage.unwrap_or_default(),
+            ..CreateOptions::default()
+        };
+        IndexWriter::create_with(&args.out, spec, options)
             .with_context(|| format!("creating index {}", args.out.display()))?
     };
     let requested = args.deidentify.then_some(DeidentifySettings {
@@ -1042,7 +1061,10 @@ fn cmd_info(index_dir: &Path, json: bool) -> Result<ExitCode> {
         } else {
             println!("documents  {}", index.len());
         }
-        println!("vectors    {} x {}", m.vector_count, m.spec.dim);
+        println!(
+            "vectors    {} x {} ({})",
+            m.vector_count, m.spec.dim, m.vector_storage
+        );
         println!(
             "model      {} ({})",
             m.spec.model_name, m.spec.model_fingerprint

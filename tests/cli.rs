@@ -358,6 +358,66 @@ fn an_index_refuses_another_model() {
 }
 
 #[test]
+fn f16_vector_storage_is_chosen_at_creation_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = make_model(dir.path());
+    let archive = make_archive(dir.path());
+    let (m, a) = (model.to_str().unwrap(), archive.to_str().unwrap());
+    let mut results = Vec::new();
+    for storage in ["f32", "f16"] {
+        let idx = dir.path().join(format!("idx-{storage}"));
+        let i = idx.to_str().unwrap();
+        let o = cxr(&[
+            "index",
+            a,
+            "--out",
+            i,
+            "--model",
+            m,
+            "--vector-storage",
+            storage,
+        ]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        let o = cxr(&["info", i]);
+        let (out, _) = text(&o);
+        assert!(out.contains(&format!("({storage})")), "{out}");
+        let o = cxr(&["check", i]);
+        assert!(o.status.success(), "{}", text(&o).0);
+        let query = format!("{a}/img2.png");
+        let o = cxr(&["search", i, "--image", &query, "--model", m, "--json"]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        let hits: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let ids: Vec<String> = hits["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_string())
+            .collect();
+        results.push(ids);
+        // A later run follows the index; asking for the other storage is refused.
+        let other = if storage == "f32" { "f16" } else { "f32" };
+        let o = cxr(&[
+            "index",
+            a,
+            "--out",
+            i,
+            "--model",
+            m,
+            "--vector-storage",
+            other,
+        ]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(&format!("stores {storage} vectors")), "{err}");
+    }
+    // The same ranking either way on three distinct images, the query image first.
+    assert_eq!(results[0], results[1]);
+    assert_eq!(results[0][0], "img2", "{:?}", results[0]);
+}
+
+#[test]
 fn nothing_indexable_exits_one_and_bad_usage_two() {
     let dir = tempfile::tempdir().unwrap();
     let model = make_model(dir.path());

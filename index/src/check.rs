@@ -13,8 +13,9 @@
 //!    Leftover generation files the manifest does not name are mentioned, not failed.
 //! 3. `docs`: the docs file holds exactly `doc_count` JSON records with unique, non-empty ids;
 //!    vector rows are `0..vector_count`, each used once, in ordinal order.
-//! 4. `vectors`: the vector file holds `vector_count * dim` f32s; every vector is finite with
-//!    unit norm (within 1e-3).
+//! 4. `vectors`: the vector file holds `vector_count * dim` components (f32 or f16, as the
+//!    manifest says); every vector is finite with unit norm (within 1e-3, which f16 rounding,
+//!    at most 2^-11 relative, stays inside).
 //! 5. `text`: the tantivy index opens, its own checksums hold, and its live documents with
 //!    `ord < doc_count` carry each ordinal exactly once. Live documents with a larger `ord`
 //!    (left by a commit interrupted between tantivy's commit and the manifest's) are
@@ -524,19 +525,17 @@ fn check_vectors(
         Err(e) => return CheckItem::fail(CheckItem::VECTORS, format!("`{}`: {e}", entry.name)),
     };
     let mut faults = Vec::new();
-    let expected = manifest.vector_count * dim as u64 * 4;
+    let storage = manifest.vector_storage;
+    let expected = manifest.vector_count * dim as u64 * storage.bytes_per_component() as u64;
     if bytes.len() as u64 != expected {
         faults.push(format!(
-            "`{}` is {} bytes, {} vectors of dimension {dim} need {expected}",
+            "`{}` is {} bytes, {} vectors of dimension {dim} in {storage} need {expected}",
             entry.name,
             bytes.len(),
             manifest.vector_count
         ));
     }
-    let data: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let data = crate::vectors::decode(&bytes, storage);
     let mut non_finite = 0usize;
     let mut off_norm = 0usize;
     let mut first: Option<(usize, String)> = None;
@@ -583,7 +582,8 @@ fn check_vectors(
         CheckItem::VECTORS,
         faults,
         format!(
-            "{} vectors of dimension {dim}, all finite with unit norm (largest deviation {worst:.1e})",
+            "{} vectors of dimension {dim} in {storage}, all finite with unit norm (largest \
+             deviation {worst:.1e})",
             manifest.vector_count
         ),
     )

@@ -34,7 +34,7 @@ use crate::error::{IndexError, Result};
 use crate::fsio;
 use crate::graph::GraphSnapshot;
 use crate::manifest::FileEntry;
-use crate::vectors::{dot, prefetch};
+use crate::vectors::RowView;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"CXRG");
 const VERSION: u32 = 1;
@@ -359,20 +359,16 @@ impl FlatGraph {
         query: &[f32],
         k: usize,
         ef: usize,
-        vectors: &[f32],
+        vectors: RowView<'_>,
         allow: Option<&dyn Fn(u32) -> bool>,
     ) -> Vec<(u32, f32)> {
         if self.nodes == 0 || k == 0 {
             return Vec::new();
         }
         let ef = ef.max(k);
-        let dim = query.len();
         let ords = self.section(self.ords);
         let rows = self.section(self.rows);
-        let distance = |node: u32| {
-            let row = rows[node as usize] as usize;
-            1.0 - dot(query, &vectors[row * dim..(row + 1) * dim])
-        };
+        let distance = |node: u32| 1.0 - vectors.dot(query, rows[node as usize] as usize);
         let accepts = |node: u32| allow.is_none_or(|a| a(ords[node as usize]));
 
         // Greedy descent through the upper layers.
@@ -416,8 +412,7 @@ impl FlatGraph {
             let neighbours = self.neighbours(0, node);
             for &next in neighbours {
                 if !seen(&visited, next) {
-                    let row = rows[next as usize] as usize;
-                    prefetch(&vectors[row * dim..(row + 1) * dim]);
+                    vectors.prefetch(rows[next as usize] as usize);
                 }
             }
             for &next in neighbours {
@@ -453,6 +448,7 @@ impl FlatGraph {
 mod tests {
     use super::*;
     use crate::graph::{HnswGraph, HnswParams};
+    use crate::vectors::dot;
 
     /// 300 unit vectors of dimension 8 in an hnsw_rs graph (data id = row), and its encoding.
     fn graph() -> (Vec<f32>, Vec<u32>) {
@@ -486,7 +482,7 @@ mod tests {
         );
         let mut recall = 0usize;
         for q in vectors.chunks(8).step_by(7) {
-            let found = flat.search(q, 10, 64, &vectors, None);
+            let found = flat.search(q, 10, 64, RowView::f32(&vectors, 8), None);
             let mut exact: Vec<(u32, f32)> = vectors
                 .chunks(8)
                 .enumerate()
@@ -506,7 +502,13 @@ mod tests {
         );
         // A filter keeps only what it accepts, and still finds the best of those.
         let odd = |ord: u32| ord % 2 == 1;
-        let found = flat.search(&vectors[8 * 11..8 * 12], 5, 64, &vectors, Some(&odd));
+        let found = flat.search(
+            &vectors[8 * 11..8 * 12],
+            5,
+            64,
+            RowView::f32(&vectors, 8),
+            Some(&odd),
+        );
         assert_eq!(found[0].0, 11);
         assert!(found.iter().all(|(ord, _)| ord % 2 == 1));
     }
@@ -529,7 +531,7 @@ mod tests {
                 let mut damaged = words.clone();
                 damaged[at] = value;
                 if let Ok(g) = FlatGraph::from_words(damaged, 300, 300) {
-                    let _ = g.search(q, 5, 32, &vectors, None);
+                    let _ = g.search(q, 5, 32, RowView::f32(&vectors, 8), None);
                 }
             }
         }

@@ -7,6 +7,8 @@
 //! That keeps the last committed state readable after a crash at any point, and lets readers
 //! memory-map files that never change under them.
 
+use crate::vectors::VectorStorage;
+
 /// The commit point: names the current generation's files. Replaced atomically.
 pub const MANIFEST: &str = "manifest.json";
 /// Temporary name the next manifest is written under before the rename.
@@ -19,7 +21,8 @@ pub const ERRORS: &str = "errors.jsonl";
 const DOCS_PREFIX: &str = "docs-";
 const DOCS_SUFFIX: &str = ".jsonl";
 const VECTORS_PREFIX: &str = "vectors-";
-const VECTORS_SUFFIX: &str = ".f32";
+/// The vector file's suffix names its encoding.
+const VECTORS_SUFFIXES: [&str; 2] = [".f32", ".f16"];
 const HNSW_PREFIX: &str = "hnsw-";
 const FLAT_PREFIX: &str = "graph-";
 const FLAT_SUFFIX: &str = ".flat";
@@ -32,9 +35,13 @@ pub(crate) fn docs_file(gen: u64) -> String {
     format!("{DOCS_PREFIX}{gen}{DOCS_SUFFIX}")
 }
 
-/// Little-endian f32 rows of generation `gen`.
-pub(crate) fn vectors_file(gen: u64) -> String {
-    format!("{VECTORS_PREFIX}{gen}{VECTORS_SUFFIX}")
+/// Little-endian rows of generation `gen`, stored as `storage` says.
+pub(crate) fn vectors_file(gen: u64, storage: VectorStorage) -> String {
+    let suffix = match storage {
+        VectorStorage::F32 => VECTORS_SUFFIXES[0],
+        VectorStorage::F16 => VECTORS_SUFFIXES[1],
+    };
+    format!("{VECTORS_PREFIX}{gen}{suffix}")
 }
 
 /// The flat (searchable in place) copy of generation `gen`'s graph.
@@ -58,7 +65,7 @@ pub(crate) fn is_generation_file(name: &str) -> bool {
         return numbered(rest, DOCS_SUFFIX);
     }
     if let Some(rest) = name.strip_prefix(VECTORS_PREFIX) {
-        return numbered(rest, VECTORS_SUFFIX);
+        return VECTORS_SUFFIXES.iter().any(|s| numbered(rest, s));
     }
     if let Some(rest) = name.strip_prefix(FLAT_PREFIX) {
         return numbered(rest, FLAT_SUFFIX);
@@ -81,7 +88,8 @@ mod tests {
     #[test]
     fn generation_files_are_recognised() {
         assert!(is_generation_file(&docs_file(3)));
-        assert!(is_generation_file(&vectors_file(12)));
+        assert!(is_generation_file(&vectors_file(12, VectorStorage::F32)));
+        assert!(is_generation_file(&vectors_file(12, VectorStorage::F16)));
         assert!(is_generation_file(&flat_graph_file(5)));
         let hnsw = hnsw_basename(7);
         assert!(is_generation_file(&format!("{hnsw}{HNSW_GRAPH_SUFFIX}")));

@@ -28,18 +28,19 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # On-disk layout (format version 2)
+//! # On-disk layout (format version 3)
 //!
 //! ```text
 //! manifest.json          the commit point (JSON): format_version, generation, spec (dim,
 //!                        model_fingerprint, model_name), hnsw parameters, doc_count,
-//!                        deleted_count, vector_count, the current files with length and
-//!                        CRC-32, times
+//!                        deleted_count, vector_count, vector_storage (f32 or f16), the
+//!                        current files with length and CRC-32, times
 //! docs-<gen>.jsonl       one JSON object per document in ordinal order:
 //!                        {"id", "fields" (omitted if empty), "row" (omitted if no vector)};
 //!                        a deleted document leaves {"id":"","deleted":true} (+ "row" until
 //!                        compaction), so ordinals never change
 //! vectors-<gen>.f32      vector_count rows of dim little-endian f32, unit L2 norm, no header
+//! vectors-<gen>.f16      instead of .f32 when vector_storage is f16: IEEE binary16 rows
 //! hnsw-<gen>.hnsw.graph  hnsw_rs dump of the graph (data id = document ordinal): the
 //!                        writer's copy, reloaded to append
 //! hnsw-<gen>.hnsw.data   hnsw_rs's copy of the vectors
@@ -89,7 +90,10 @@ pub use manifest::{
 };
 pub use reader::{DocRef, Hit, Index};
 pub use text::{Bm25Params, TextField};
-pub use writer::{read_failures, CommitInfo, CompactInfo, Document, Failure, IndexWriter};
+pub use vectors::VectorStorage;
+pub use writer::{
+    read_failures, CommitInfo, CompactInfo, CreateOptions, Document, Failure, IndexWriter,
+};
 
 #[cfg(test)]
 mod tests {

@@ -14,13 +14,15 @@ use crate::error::{IndexError, Result};
 use crate::fsio;
 use crate::graph::HnswParams;
 use crate::layout;
+use crate::vectors::VectorStorage;
 
 /// The format version this build writes.
 ///
 /// Version 2 added deletion: tombstone records in the docs file and `deleted_count`. A version 1
 /// folder is a version 2 folder without deletions, so it is read as is and upgraded in place by
-/// the next commit.
-pub const FORMAT_VERSION: u32 = 2;
+/// the next commit. Version 3 added `vector_storage` (f16 vector files); versions 1 and 2 store
+/// f32, which is what the field defaults to, so they are read as is too.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build can still read.
 pub const OLDEST_READABLE_FORMAT_VERSION: u32 = 1;
 
@@ -63,7 +65,8 @@ pub struct DataFiles {
     /// Per-document records, one JSON object per line, in ordinal order. `None` while empty.
     #[serde(default)]
     pub docs: Option<FileEntry>,
-    /// Vector rows, little-endian f32. `None` while no document has a vector.
+    /// Vector rows, little-endian, as `Manifest::vector_storage` says. `None` while no
+    /// document has a vector.
     #[serde(default)]
     pub vectors: Option<FileEntry>,
     /// The HNSW graph over the vectors. `None` while no document has a vector.
@@ -115,6 +118,9 @@ pub struct Manifest {
     pub deleted_count: u64,
     /// Number of documents with a vector (rows of the vector file).
     pub vector_count: u64,
+    /// How the vector file stores components. Absent before format version 3: f32.
+    #[serde(default)]
+    pub vector_storage: VectorStorage,
     /// The current generation's files.
     #[serde(default)]
     pub files: DataFiles,
@@ -128,7 +134,11 @@ pub struct Manifest {
 
 impl Manifest {
     /// The manifest of a new, empty index.
-    pub(crate) fn new(spec: IndexSpec, hnsw: HnswParams) -> Manifest {
+    pub(crate) fn new(
+        spec: IndexSpec,
+        hnsw: HnswParams,
+        vector_storage: VectorStorage,
+    ) -> Manifest {
         let now = fsio::now_rfc3339();
         Manifest {
             format_version: FORMAT_VERSION,
@@ -138,6 +148,7 @@ impl Manifest {
             doc_count: 0,
             deleted_count: 0,
             vector_count: 0,
+            vector_storage,
             files: DataFiles::default(),
             created: now.clone(),
             updated: now,
@@ -275,7 +286,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let m = Manifest::new(spec(), HnswParams::default());
+        let m = Manifest::new(spec(), HnswParams::default(), VectorStorage::F16);
         m.write(dir.path()).unwrap();
         assert_eq!(Manifest::read(dir.path()).unwrap(), m);
     }
@@ -283,7 +294,12 @@ mod tests {
     #[test]
     fn newer_version_is_a_typed_error() {
         let dir = tempfile::tempdir().unwrap();
-        let mut value = serde_json::to_value(Manifest::new(spec(), HnswParams::default())).unwrap();
+        let mut value = serde_json::to_value(Manifest::new(
+            spec(),
+            HnswParams::default(),
+            VectorStorage::F16,
+        ))
+        .unwrap();
         value["format_version"] = serde_json::json!(FORMAT_VERSION + 1);
         value["some_future_field"] = serde_json::json!({"x": 1});
         std::fs::write(dir.path().join(layout::MANIFEST), value.to_string()).unwrap();
@@ -306,6 +322,7 @@ mod tests {
         let m = Manifest::parse(Path::new("manifest.json"), json.as_bytes()).unwrap();
         assert_eq!(m.files.text_dir, layout::TEXT_DIR);
         assert_eq!(m.hnsw, HnswParams::default());
+        assert_eq!(m.vector_storage, VectorStorage::F32);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! from its dump, never rebuilt. A writer committing meanwhile may delete the files of the
 //! generation we just read about; open then retries with the new manifest.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -99,7 +100,7 @@ impl Index {
         let rows = manifest.vector_count;
         let (vectors, graph) = match (&manifest.files.vectors, &manifest.files.hnsw) {
             (Some(entry), Some(hnsw)) => {
-                let vectors = VectorStore::open(dir, entry, rows, dim)?;
+                let vectors = VectorStore::open(dir, entry, rows, dim, manifest.vector_storage)?;
                 let graph = match &manifest.files.flat_graph {
                     Some(flat) => FlatGraph::open(dir, flat, rows, rows)?,
                     // Written before the flat file existed: convert the hnsw_rs dump (slow,
@@ -192,14 +193,15 @@ impl Index {
         self.docs.by_id.get(id).copied()
     }
 
-    /// The (unit-norm) vector of document `ord`, read from the memory-mapped vector file.
-    pub fn vector(&self, ord: u32) -> Option<&[f32]> {
+    /// The (unit-norm) vector of document `ord`, read from the memory-mapped vector file:
+    /// borrowed from the map for f32 storage, widened into a new vector for f16.
+    pub fn vector(&self, ord: u32) -> Option<Cow<'_, [f32]>> {
         let record = self.docs.records.get(ord as usize)?;
         if record.deleted {
             return None;
         }
         let row = record.row?;
-        self.vectors.row(row as usize)
+        self.vectors.view().row(row as usize)
     }
 
     /// Fails with [`IndexError::ModelMismatch`] unless `fingerprint` is the index's model.
@@ -273,7 +275,7 @@ impl Index {
             (None, 0) => None,
             _ => Some(&live_and_allowed),
         };
-        let found = graph.search(&q, k, ef, self.vectors.as_slice(), filter);
+        let found = graph.search(&q, k, ef, self.vectors.view(), filter);
         let mut hits: Vec<Hit> = found
             .into_iter()
             .map(|(ord, score)| Hit { ord, score })
@@ -303,13 +305,9 @@ impl Index {
 
     fn exact(&self, q: &[f32], k: usize, filter: impl Fn(u32) -> bool) -> Vec<Hit> {
         let rows = &self.docs.row_to_ord;
-        vectors::top_k_exact(
-            self.vectors.as_slice(),
-            self.manifest.spec.dim,
-            q,
-            k,
-            |row| self.docs.is_live(rows[row]) && filter(rows[row]),
-        )
+        vectors::top_k_exact(self.vectors.view(), q, k, |row| {
+            self.docs.is_live(rows[row]) && filter(rows[row])
+        })
         .into_iter()
         .map(|(row, score)| Hit {
             ord: rows[row],

@@ -1,21 +1,84 @@
 //! Vector rows: how they are normalised, written, memory-mapped and scanned exactly.
 //!
-//! Rows are little-endian f32, `dim` per row, no header: the manifest records the row count
-//! and the reader checks `len == rows * dim * 4` before mapping, so a truncated or padded file
-//! is reported as corrupt instead of being read past its end. Every stored vector has unit L2
-//! norm (the writer normalises), which makes the dot product the cosine similarity.
+//! Rows are little-endian f32 or IEEE binary16 ([`VectorStorage`]), `dim` per row, no header:
+//! the manifest records the row count and the encoding, and the reader checks
+//! `len == rows * dim * bytes` before mapping, so a truncated or padded file is reported as
+//! corrupt instead of being read past its end. Every stored vector has unit L2 norm (the writer
+//! normalises, then rounds to the storage precision), which makes the dot product the cosine
+//! similarity.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
+use half::f16;
 use memmap2::Mmap;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{IndexError, Result};
 use crate::fsio;
 use crate::manifest::FileEntry;
+
+/// How vector components are stored: chosen when an index is created, fixed for its life.
+///
+/// `F16` halves the vector file, and so the memory a reader maps and touches per query, for
+/// about three significant decimal digits per component (relative error at most 2^-11). Queries
+/// stay f32; every score is computed in f32 from the widened components. The hnsw_rs graph dump
+/// that writers reload keeps its own f32 copy of the (rounded) vectors, so the folder as a whole
+/// shrinks by less than the vector file does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorStorage {
+    /// 4 bytes a component.
+    #[default]
+    F32,
+    /// 2 bytes a component (IEEE 754 binary16).
+    F16,
+}
+
+impl VectorStorage {
+    /// Bytes one component takes on disk.
+    pub fn bytes_per_component(self) -> usize {
+        match self {
+            VectorStorage::F32 => 4,
+            VectorStorage::F16 => 2,
+        }
+    }
+
+    /// Rounds `v` to the values this storage holds, so that the writer's rows (from which it
+    /// builds the graph) are exactly the rows readers will map.
+    pub(crate) fn round(self, v: &mut [f32]) {
+        if self == VectorStorage::F16 {
+            for x in v {
+                *x = f16::from_f32(*x).to_f32();
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for VectorStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VectorStorage::F32 => "f32",
+            VectorStorage::F16 => "f16",
+        })
+    }
+}
+
+impl std::str::FromStr for VectorStorage {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "f32" => Ok(VectorStorage::F32),
+            "f16" => Ok(VectorStorage::F16),
+            other => Err(format!("unknown vector storage `{other}` (f32 or f16)")),
+        }
+    }
+}
 
 /// Scales `v` to unit L2 norm. Fails (leaving `v` unspecified) on non-finite components or a
 /// zero norm, with the reason as text.
@@ -113,16 +176,100 @@ unsafe fn dot_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+/// Dot product of an f32 query with a binary16 row. The same arithmetic, in the same order, as
+/// [`dot`] over the row widened to f32 (widening is exact), so an f16 index scores a pair
+/// exactly as the writer did when it built the graph from the rounded rows.
+#[inline]
+pub(crate) fn dot_f16(a: &[f32], b: &[u16]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2_fma() && has_f16c() {
+            // SAFETY: the CPU supports AVX2, FMA and F16C (checked above).
+            return unsafe { dot_f16_avx2_fma(a, b) };
+        }
+    }
+    dot_f16_portable(a, b)
+}
+
+/// [`dot_portable`] with each row component widened from binary16.
+#[inline]
+fn dot_f16_portable(a: &[f32], b: &[u16]) -> f32 {
+    let widen = |h: u16| f16::from_bits(h).to_f32();
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, &y)| x * widen(y))
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * widen(y[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_f16c() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    // 0: not checked yet, 1: no, 2: yes.
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    match STATE.load(Ordering::Relaxed) {
+        0 => {
+            let yes = is_x86_feature_detected!("f16c");
+            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            yes
+        }
+        state => state == 2,
+    }
+}
+
+/// [`dot_avx2_fma`] with each block of 32 row components widened by F16C (`vcvtph2ps`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16_avx2_fma(a: &[f32], b: &[u16]) -> f32 {
+    use std::arch::x86_64::{__m128i, _mm256_cvtph_ps, _mm256_storeu_ps, _mm_loadu_si128};
+    let mut acc = [0f32; 32];
+    let (ca, cb) = (a.chunks_exact(32), b.chunks_exact(32));
+    let mut tail = 0f32;
+    for (x, &y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail = x.mul_add(f16::from_bits(y).to_f32(), tail);
+    }
+    let mut wide = [0f32; 32];
+    for (x, y) in ca.zip(cb) {
+        for i in 0..4 {
+            // SAFETY: `y` holds 32 u16s, so each 8-wide load at 8 * i is in bounds, as is each
+            // 8-wide store into `wide`; both are unaligned operations.
+            unsafe {
+                let halves = _mm_loadu_si128(y.as_ptr().add(8 * i).cast::<__m128i>());
+                _mm256_storeu_ps(wide.as_mut_ptr().add(8 * i), _mm256_cvtph_ps(halves));
+            }
+        }
+        for i in 0..32 {
+            acc[i] = x[i].mul_add(wide[i], acc[i]);
+        }
+    }
+    let mut lanes = [0f32; 8];
+    for (i, v) in acc.iter().enumerate() {
+        lanes[i % 8] += v;
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// Asks the CPU to start loading `v` into cache: the graph walk prefetches a node's unvisited
 /// neighbours before computing their distances, so the loads overlap (as hnswlib does).
 #[inline]
-pub(crate) fn prefetch(v: &[f32]) {
+pub(crate) fn prefetch<T>(v: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // A cache line is 64 bytes (16 floats); the first few lines start the hardware
-        // prefetcher on the rest.
-        for line in v.chunks(16).take(4) {
+        // A cache line is 64 bytes; the first few lines start the hardware prefetcher on the
+        // rest.
+        let per_line = (64 / std::mem::size_of::<T>().max(1)).max(1);
+        for line in v.chunks(per_line).take(4) {
             // SAFETY: prefetching is a hint and never faults; the pointer is to live data.
             unsafe { _mm_prefetch(line.as_ptr().cast::<i8>(), _MM_HINT_T0) };
         }
@@ -131,14 +278,28 @@ pub(crate) fn prefetch(v: &[f32]) {
     let _ = v;
 }
 
-/// Writes `data` (rows * dim floats) as generation file `name`.
-pub(crate) fn write(dir: &Path, name: &str, data: &[f32]) -> Result<FileEntry> {
+/// Writes `data` (rows * dim floats, already rounded to `storage`) as generation file `name`.
+pub(crate) fn write(
+    dir: &Path,
+    name: &str,
+    data: &[f32],
+    storage: VectorStorage,
+) -> Result<FileEntry> {
     fsio::write_synced(dir, name, |out: &mut dyn Write| {
         let mut buf = Vec::with_capacity(4 * 4096);
         for chunk in data.chunks(4096) {
             buf.clear();
-            for x in chunk {
-                buf.extend_from_slice(&x.to_le_bytes());
+            match storage {
+                VectorStorage::F32 => {
+                    for x in chunk {
+                        buf.extend_from_slice(&x.to_le_bytes());
+                    }
+                }
+                VectorStorage::F16 => {
+                    for x in chunk {
+                        buf.extend_from_slice(&f16::from_f32(*x).to_le_bytes());
+                    }
+                }
             }
             out.write_all(&buf)?;
         }
@@ -146,14 +307,30 @@ pub(crate) fn write(dir: &Path, name: &str, data: &[f32]) -> Result<FileEntry> {
     })
 }
 
+/// Decodes a whole vector file's bytes into f32 components (widening binary16 exactly).
+pub(crate) fn decode(bytes: &[u8], storage: VectorStorage) -> Vec<f32> {
+    match storage {
+        VectorStorage::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        VectorStorage::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+    }
+}
+
 /// Checks the file length against the expected row count; the error names the file.
-fn check_len(path: &Path, found: u64, rows: u64, dim: usize) -> Result<()> {
-    let expected = rows * dim as u64 * 4;
+fn check_len(path: &Path, found: u64, rows: u64, dim: usize, storage: VectorStorage) -> Result<()> {
+    let bytes = storage.bytes_per_component() as u64;
+    let expected = rows * dim as u64 * bytes;
     if found != expected {
         return Err(IndexError::corrupt(
             path,
             format!(
-                "vector file is {found} bytes, expected {expected} ({rows} rows x {dim} dims x 4 bytes)"
+                "vector file is {found} bytes, expected {expected} ({rows} rows x {dim} dims x \
+                 {bytes} bytes, {storage})"
             ),
         ));
     }
@@ -161,15 +338,87 @@ fn check_len(path: &Path, found: u64, rows: u64, dim: usize) -> Result<()> {
 }
 
 /// Reads a vector file whole into memory (the writer needs to own its rows to rewrite them).
-pub(crate) fn read_all(dir: &Path, entry: &FileEntry, rows: u64, dim: usize) -> Result<Vec<f32>> {
+pub(crate) fn read_all(
+    dir: &Path,
+    entry: &FileEntry,
+    rows: u64,
+    dim: usize,
+    storage: VectorStorage,
+) -> Result<Vec<f32>> {
     let path = dir.join(&entry.name);
     let bytes = std::fs::read(&path).map_err(IndexError::io(&path))?;
-    check_len(&path, bytes.len() as u64, rows, dim)?;
+    check_len(&path, bytes.len() as u64, rows, dim, storage)?;
     fsio::verify(dir, entry, &bytes)?;
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+    Ok(decode(&bytes, storage))
+}
+
+/// Rows of `dim` components, f32 or binary16, scored against f32 queries.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowView<'a> {
+    data: RowData<'a>,
+    dim: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum RowData<'a> {
+    F32(&'a [f32]),
+    F16(&'a [u16]),
+}
+
+impl<'a> RowView<'a> {
+    /// f32 rows held in memory.
+    #[cfg(test)]
+    pub(crate) fn f32(data: &'a [f32], dim: usize) -> RowView<'a> {
+        RowView {
+            data: RowData::F32(data),
+            dim,
+        }
+    }
+
+    /// Number of rows.
+    pub(crate) fn rows(&self) -> usize {
+        match self.data {
+            RowData::F32(d) => d.len() / self.dim.max(1),
+            RowData::F16(d) => d.len() / self.dim.max(1),
+        }
+    }
+
+    /// `query` · row `row`. Panics if `row` is out of range (callers index rows they were
+    /// given by the graph or by `0..rows()`).
+    #[inline]
+    pub(crate) fn dot(&self, query: &[f32], row: usize) -> f32 {
+        let range = row * self.dim..(row + 1) * self.dim;
+        match self.data {
+            RowData::F32(d) => dot(query, &d[range]),
+            RowData::F16(d) => dot_f16(query, &d[range]),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn prefetch(&self, row: usize) {
+        let range = row * self.dim..(row + 1) * self.dim;
+        match self.data {
+            RowData::F32(d) => prefetch(&d[range]),
+            RowData::F16(d) => prefetch(&d[range]),
+        }
+    }
+
+    /// Row `row` as f32 components (borrowed when stored as f32).
+    pub(crate) fn row(&self, row: usize) -> Option<Cow<'a, [f32]>> {
+        if row >= self.rows() {
+            return None;
+        }
+        let range = row * self.dim..(row + 1) * self.dim;
+        Some(match self.data {
+            RowData::F32(d) => Cow::Borrowed(&d[range]),
+            RowData::F16(d) => Cow::Owned(
+                d[range]
+                    .iter()
+                    .map(|&h| f16::from_bits(h).to_f32())
+                    .collect(),
+            ),
+        })
+    }
 }
 
 /// Read-only, memory-mapped vector rows of one generation.
@@ -178,6 +427,7 @@ pub(crate) struct VectorStore {
     map: Option<Mmap>,
     dim: usize,
     rows: usize,
+    storage: VectorStorage,
 }
 
 impl VectorStore {
@@ -187,6 +437,7 @@ impl VectorStore {
             map: None,
             dim,
             rows: 0,
+            storage: VectorStorage::F32,
         }
     }
 
@@ -196,11 +447,12 @@ impl VectorStore {
         entry: &FileEntry,
         rows: u64,
         dim: usize,
+        storage: VectorStorage,
     ) -> Result<VectorStore> {
         let path = dir.join(&entry.name);
         let file = File::open(&path).map_err(IndexError::io(&path))?;
         let len = file.metadata().map_err(IndexError::io(&path))?.len();
-        check_len(&path, len, rows, dim)?;
+        check_len(&path, len, rows, dim, storage)?;
         if rows == 0 {
             return Ok(VectorStore::empty(dim));
         }
@@ -215,9 +467,8 @@ impl VectorStore {
                 "little-endian vector files are not supported on big-endian machines",
             ));
         }
-        // SAFETY: any bit pattern is a valid f32; align_to only yields the aligned middle.
-        let (head, _, _) = unsafe { map.align_to::<f32>() };
-        if !head.is_empty() {
+        // A page-aligned map is aligned for both encodings; checked all the same.
+        if map.as_ptr().align_offset(4) != 0 {
             return Err(IndexError::corrupt(
                 &path,
                 "memory map is not 4-byte aligned",
@@ -227,24 +478,27 @@ impl VectorStore {
             map: Some(map),
             dim,
             rows: rows as usize,
+            storage,
         })
     }
 
-    /// All rows as one slice.
-    pub(crate) fn as_slice(&self) -> &[f32] {
-        match &self.map {
-            // SAFETY: see `open`: alignment and length were checked there.
-            Some(map) => unsafe { map.align_to::<f32>().1 },
-            None => &[],
+    /// All rows, for scoring.
+    pub(crate) fn view(&self) -> RowView<'_> {
+        let data = match (&self.map, self.storage) {
+            // SAFETY: any bit pattern is a valid f32 or u16; `open` checked the alignment and
+            // the length (a whole number of rows), so the aligned middle is the whole map.
+            (Some(map), VectorStorage::F32) => RowData::F32(unsafe { map.align_to::<f32>().1 }),
+            (Some(map), VectorStorage::F16) => RowData::F16(unsafe { map.align_to::<u16>().1 }),
+            (None, _) => RowData::F32(&[]),
+        };
+        RowView {
+            data,
+            dim: self.dim,
         }
     }
 
     pub(crate) fn rows(&self) -> usize {
         self.rows
-    }
-
-    pub(crate) fn row(&self, row: usize) -> Option<&[f32]> {
-        (row < self.rows).then(|| &self.as_slice()[row * self.dim..(row + 1) * self.dim])
     }
 }
 
@@ -271,11 +525,10 @@ impl Ord for Worst {
     }
 }
 
-/// Exact top-k by dot product over `data` (rows of `dim`), restricted to rows for which `keep`
+/// Exact top-k by dot product over the rows of `view`, restricted to rows for which `keep`
 /// holds. Returns (row, score), best first.
 pub(crate) fn top_k_exact(
-    data: &[f32],
-    dim: usize,
+    view: RowView<'_>,
     query: &[f32],
     k: usize,
     mut keep: impl FnMut(usize) -> bool,
@@ -284,11 +537,11 @@ pub(crate) fn top_k_exact(
         return Vec::new();
     }
     let mut heap: BinaryHeap<Worst> = BinaryHeap::with_capacity(k + 1);
-    for (row, v) in data.chunks_exact(dim).enumerate() {
+    for row in 0..view.rows() {
         if !keep(row) {
             continue;
         }
-        let cand = Worst(dot(query, v), row as u32);
+        let cand = Worst(view.dot(query, row), row as u32);
         if heap.len() < k {
             heap.push(cand);
         } else if heap.peek().is_some_and(|worst| cand < *worst) {
@@ -334,23 +587,70 @@ mod tests {
     fn top_k_is_sorted_and_deterministic() {
         // rows: scores against q=[1,0] are 0.5, 1.0, 0.5, -1.0
         let data = [0.5, 0.0, 1.0, 0.0, 0.5, 0.0, -1.0, 0.0];
-        let got = top_k_exact(&data, 2, &[1.0, 0.0], 3, |_| true);
+        let view = RowView::f32(&data, 2);
+        let got = top_k_exact(view, &[1.0, 0.0], 3, |_| true);
         assert_eq!(got, vec![(1, 1.0), (0, 0.5), (2, 0.5)]);
-        let filtered = top_k_exact(&data, 2, &[1.0, 0.0], 10, |r| r != 1);
+        let filtered = top_k_exact(view, &[1.0, 0.0], 10, |r| r != 1);
         assert_eq!(filtered, vec![(0, 0.5), (2, 0.5), (3, -1.0)]);
-        assert!(top_k_exact(&data, 2, &[1.0, 0.0], 0, |_| true).is_empty());
+        assert!(top_k_exact(view, &[1.0, 0.0], 0, |_| true).is_empty());
     }
 
     #[test]
     fn write_then_map() {
         let dir = tempfile::tempdir().unwrap();
         let data = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
-        let entry = write(dir.path(), "vectors-1.f32", &data).unwrap();
-        let store = VectorStore::open(dir.path(), &entry, 2, 3).unwrap();
-        assert_eq!(store.row(1), Some(&[4.0f32, 5.0, 6.0][..]));
-        assert_eq!(store.row(2), None);
-        assert_eq!(read_all(dir.path(), &entry, 2, 3).unwrap(), data);
-        let err = VectorStore::open(dir.path(), &entry, 3, 3).unwrap_err();
+        let entry = write(dir.path(), "vectors-1.f32", &data, VectorStorage::F32).unwrap();
+        let store = VectorStore::open(dir.path(), &entry, 2, 3, VectorStorage::F32).unwrap();
+        assert_eq!(
+            store.view().row(1).as_deref(),
+            Some(&[4.0f32, 5.0, 6.0][..])
+        );
+        assert_eq!(store.view().row(2), None);
+        let read = read_all(dir.path(), &entry, 2, 3, VectorStorage::F32).unwrap();
+        assert_eq!(read, data);
+        let err = VectorStore::open(dir.path(), &entry, 3, 3, VectorStorage::F32).unwrap_err();
         assert!(err.to_string().contains("vectors-1.f32"), "{err}");
+    }
+
+    #[test]
+    fn f16_rows_are_half_the_size_and_read_back_as_rounded() {
+        let dir = tempfile::tempdir().unwrap();
+        // 0.1 is not a binary16 value; 1.5 and -2.0 are.
+        let mut data = [0.1f32, 1.5, -2.0, 3.0e-5, 0.333, 4.0];
+        VectorStorage::F16.round(&mut data);
+        assert_ne!(data[0], 0.1);
+        assert!((data[0] - 0.1).abs() <= 0.1 * 2f32.powi(-11));
+        assert_eq!(data[1..3], [1.5, -2.0]);
+        let entry = write(dir.path(), "vectors-1.f16", &data, VectorStorage::F16).unwrap();
+        assert_eq!(entry.len, 12);
+        let store = VectorStore::open(dir.path(), &entry, 2, 3, VectorStorage::F16).unwrap();
+        assert_eq!(store.view().row(1).as_deref(), Some(&data[3..]));
+        let read = read_all(dir.path(), &entry, 2, 3, VectorStorage::F16).unwrap();
+        assert_eq!(read, data);
+        // The same file read as f32 is the wrong length, and says so.
+        let err = VectorStore::open(dir.path(), &entry, 2, 3, VectorStorage::F32).unwrap_err();
+        assert!(err.to_string().contains("f32"), "{err}");
+    }
+
+    #[test]
+    fn f16_dot_equals_f32_dot_of_the_widened_row() {
+        for n in [0, 5, 31, 32, 37, 64, 100, 128, 768] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let halves: Vec<u16> = (0..n)
+                .map(|i| f16::from_f32((i as f32 * 0.11).cos()).to_bits())
+                .collect();
+            let wide: Vec<f32> = halves.iter().map(|&h| f16::from_bits(h).to_f32()).collect();
+            // Bit for bit: an f16 index scores as the writer did on the rounded f32 rows.
+            assert_eq!(
+                dot_f16(&a, &halves).to_bits(),
+                dot(&a, &wide).to_bits(),
+                "n {n}"
+            );
+            assert_eq!(
+                dot_f16_portable(&a, &halves).to_bits(),
+                dot_portable(&a, &wide).to_bits(),
+                "n {n}"
+            );
+        }
     }
 }

@@ -35,7 +35,7 @@ use crate::graph::{self, HnswGraph, HnswParams};
 use crate::layout;
 use crate::manifest::{FileEntry, HnswFiles, IndexSpec, Manifest};
 use crate::text::TextWriter;
-use crate::vectors;
+use crate::vectors::{self, VectorStorage};
 
 /// Vectors are inserted into the graph in batches of this size (in parallel).
 const GRAPH_BATCH: usize = crate::graph::PARALLEL_INSERT_FROM;
@@ -120,6 +120,15 @@ pub fn read_failures(dir: impl AsRef<Path>) -> Result<Vec<Failure>> {
     Ok(failures)
 }
 
+/// What is fixed when an index is created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// HNSW construction parameters.
+    pub hnsw: HnswParams,
+    /// How vector components are stored.
+    pub vector_storage: VectorStorage,
+}
+
 /// Adds documents to an index folder. Only one writer can hold an index at a time.
 pub struct IndexWriter {
     dir: PathBuf,
@@ -151,16 +160,21 @@ impl IndexWriter {
     /// default HNSW parameters. The empty index is committed at once, so the folder can be
     /// opened by readers and writers from the start.
     pub fn create(dir: impl AsRef<Path>, spec: IndexSpec) -> Result<IndexWriter> {
-        IndexWriter::create_with(dir, spec, HnswParams::default())
+        IndexWriter::create_with(dir, spec, CreateOptions::default())
     }
 
-    /// [`IndexWriter::create`] with explicit HNSW construction parameters.
+    /// [`IndexWriter::create`] with explicit HNSW construction parameters and vector storage,
+    /// both fixed for the life of the index.
     pub fn create_with(
         dir: impl AsRef<Path>,
         spec: IndexSpec,
-        params: HnswParams,
+        options: CreateOptions,
     ) -> Result<IndexWriter> {
         let dir = dir.as_ref();
+        let CreateOptions {
+            hnsw: params,
+            vector_storage,
+        } = options;
         params.validate()?;
         if spec.dim == 0 {
             return Err(IndexError::InvalidParams {
@@ -180,7 +194,7 @@ impl IndexWriter {
             });
         }
         let text = TextWriter::create(&dir.join(layout::TEXT_DIR))?;
-        let manifest = Manifest::new(spec, params);
+        let manifest = Manifest::new(spec, params, vector_storage);
         manifest.write(dir)?;
         Ok(IndexWriter {
             dir: dir.to_path_buf(),
@@ -219,7 +233,13 @@ impl IndexWriter {
         let dim = manifest.spec.dim;
         let (vectors, graph) = match (&manifest.files.vectors, &manifest.files.hnsw) {
             (Some(entry), Some(hnsw)) => {
-                let vectors = vectors::read_all(dir, entry, manifest.vector_count, dim)?;
+                let vectors = vectors::read_all(
+                    dir,
+                    entry,
+                    manifest.vector_count,
+                    dim,
+                    manifest.vector_storage,
+                )?;
                 let graph = load_graph(dir, hnsw, manifest.vector_count, dim)?;
                 (vectors, graph)
             }
@@ -237,6 +257,11 @@ impl IndexWriter {
         };
         writer.remove_unreferenced_files();
         Ok(writer)
+    }
+
+    /// How this index stores its vectors (set when it was created).
+    pub fn vector_storage(&self) -> VectorStorage {
+        self.manifest.vector_storage
     }
 
     /// The folder of this index.
@@ -351,6 +376,7 @@ impl IndexWriter {
                 if let Err(reason) = vectors::normalize(&mut v) {
                     return Err(IndexError::InvalidVector { id, reason });
                 }
+                self.manifest.vector_storage.round(&mut v);
                 Some(v)
             }
             None => None,
@@ -530,10 +556,12 @@ impl IndexWriter {
         next.files.docs = Some(self.docs.write(&dir, &layout::docs_file(gen))?);
         if vector_count > 0 {
             debug_assert_eq!(self.vectors.len(), vector_count * dim);
+            let storage = self.manifest.vector_storage;
             next.files.vectors = Some(vectors::write(
                 &dir,
-                &layout::vectors_file(gen),
+                &layout::vectors_file(gen, storage),
                 &self.vectors,
+                storage,
             )?);
             let basename = self.graph.dump(&dir, &layout::hnsw_basename(gen))?;
             next.files.hnsw = Some(HnswFiles {

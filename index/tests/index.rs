@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use cxr_index::{
-    read_failures, Bm25Params, Document, Index, IndexError, IndexSpec, IndexWriter, SearchOptions,
-    TextField,
+    read_failures, Bm25Params, CreateOptions, Document, Index, IndexError, IndexSpec, IndexWriter,
+    SearchOptions, TextField, VectorStorage,
 };
 
 const DIM: usize = 16;
@@ -384,7 +384,7 @@ fn appending_after_reopen_continues_the_graph_and_text_index() {
     // every vector, old and new, is found by the (reloaded, then extended) graph
     for ord in 0..index.len() as u32 {
         if let Some(v) = index.vector(ord) {
-            let hits = index.search_vector(v, 1).unwrap();
+            let hits = index.search_vector(&v, 1).unwrap();
             assert_eq!(hits[0].ord, ord, "vector {ord} not found by the graph");
         }
     }
@@ -593,6 +593,97 @@ fn hnsw_recall_at_10_against_exact_search() {
     }
     let recall = found as f64 / (QUERIES * 10) as f64;
     assert!(recall >= 0.95, "recall@10 = {recall:.3}");
+}
+
+#[test]
+fn f16_storage_halves_the_vector_file_and_keeps_recall() {
+    const N: usize = 4000;
+    const D: usize = 64;
+    const QUERIES: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SplitMix(0xF16);
+    let originals: Vec<Vec<f32>> = (0..N).map(|_| rng.unit_vector(D)).collect();
+    let options = CreateOptions {
+        vector_storage: VectorStorage::F16,
+        ..CreateOptions::default()
+    };
+    let add = |writer: &mut IndexWriter, range: std::ops::Range<usize>| {
+        for i in range {
+            writer
+                .add(Document {
+                    id: format!("v{i}"),
+                    vector: Some(originals[i].clone()),
+                    ..Default::default()
+                })
+                .unwrap();
+        }
+        writer.commit().unwrap();
+    };
+    let mut writer = IndexWriter::create_with(dir.path(), spec(D), options).unwrap();
+    add(&mut writer, 0..N / 2);
+    drop(writer);
+    // A reopened writer keeps the storage it was created with.
+    let mut writer = IndexWriter::open(dir.path()).unwrap();
+    assert_eq!(writer.vector_storage(), VectorStorage::F16);
+    add(&mut writer, N / 2..N);
+    drop(writer);
+
+    let name = current_vectors_file(dir.path());
+    assert!(name.ends_with(".f16"), "{name}");
+    let len = std::fs::metadata(dir.path().join(&name)).unwrap().len();
+    assert_eq!(len, (N * D * 2) as u64);
+    let report = cxr_index::check(dir.path()).unwrap();
+    assert!(report.ok(), "{report:?}");
+
+    let index = Index::open(dir.path()).unwrap();
+    assert_eq!(index.manifest().vector_storage, VectorStorage::F16);
+    // Stored rows are the originals rounded to binary16: relative error at most 2^-11.
+    let ord = index.ord_of("v123").unwrap();
+    let stored = index.vector(ord).unwrap();
+    for (s, o) in stored.iter().zip(&originals[123]) {
+        assert!(
+            (s - o).abs() <= o.abs() * 2f32.powi(-11) + 1e-7,
+            "{s} vs {o}"
+        );
+    }
+    // Recall@10 of the graph over f16 rows against an exact f32 scan of the originals.
+    let mut found = 0usize;
+    for _ in 0..QUERIES {
+        let q = rng.unit_vector(D);
+        let mut exact: Vec<(usize, f32)> = originals
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i, v.iter().zip(&q).map(|(a, b)| a * b).sum()))
+            .collect();
+        exact.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let approx = ids(&index, &index.search_vector(&q, 10).unwrap());
+        found += exact[..10]
+            .iter()
+            .filter(|(i, _)| approx.contains(&format!("v{i}")))
+            .count();
+    }
+    let recall = found as f64 / (QUERIES * 10) as f64;
+    assert!(recall >= 0.95, "recall@10 = {recall:.3}");
+}
+
+#[test]
+fn storage_is_recorded_and_older_manifests_read_as_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SplitMix(8);
+    let mut writer = IndexWriter::create(dir.path(), spec(DIM)).unwrap();
+    write_docs(&mut writer, &mut rng, 0, 12);
+    writer.commit().unwrap();
+    drop(writer);
+    assert!(current_vectors_file(dir.path()).ends_with(".f32"));
+    // A format version 2 manifest has no `vector_storage`: it is f32.
+    let path = dir.path().join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    m["format_version"] = serde_json::json!(2);
+    m.as_object_mut().unwrap().remove("vector_storage");
+    std::fs::write(&path, m.to_string()).unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    assert_eq!(index.manifest().vector_storage, VectorStorage::F32);
+    assert_eq!(index.len(), 12);
 }
 
 #[test]
