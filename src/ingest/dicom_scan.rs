@@ -108,9 +108,14 @@ pub fn check<R: Read>(
         end: file_len,
     };
     cursor.skip(start)?;
-    match (check_standard(cursor, limits)?, bare) {
-        (Meta::Refused, Some(explicit_vr)) => check_bare(open()?, file_len, explicit_vr, limits),
-        _ => Ok(()),
+    check_standard(cursor, limits)?;
+    // dicom-rs reads a file as a bare data set whenever it refuses the meta group, and what
+    // it refuses is not only what `check_standard` recognises (found by fuzzing: a meta group
+    // without a transfer syntax, after which a 3 GB value was reserved). A file that also
+    // looks like a bare data set is therefore checked both ways.
+    match bare {
+        Some(explicit_vr) => check_bare(open()?, file_len, explicit_vr, limits),
+        None => Ok(()),
     }
 }
 
@@ -139,17 +144,12 @@ fn check_bare(
     scan.data_set(None, 0).map(drop)
 }
 
-/// Whether [`check_standard`] found a file meta group to read the data set after.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Meta {
-    Read,
-    /// None that dicom-rs would accept: it reads the file some other way, or not at all.
-    Refused,
-}
-
 /// The meta group (explicit VR little endian, as long as its group length says), then the data
 /// set in the transfer syntax the meta group names.
-fn check_standard<R: Read>(mut cursor: Cursor<R>, limits: &Limits) -> Result<Meta, ScanError> {
+///
+/// Returns early, with nothing to check after it, where the meta group is one dicom-rs refuses
+/// (it then reads the file some other way, or not at all).
+fn check_standard<R: Read>(mut cursor: Cursor<R>, limits: &Limits) -> Result<(), ScanError> {
     let mut meta = Scan {
         cursor,
         encoding: Encoding::ExplicitLe,
@@ -157,30 +157,30 @@ fn check_standard<R: Read>(mut cursor: Cursor<R>, limits: &Limits) -> Result<Met
         where_: "",
     };
     let Some(header) = meta.header()? else {
-        return Ok(Meta::Refused);
+        return Ok(());
     };
     if header.tag != Tag(0x0002, 0x0000) || header.len != 4 {
-        return Ok(Meta::Refused); // dicom-rs refuses it
+        return Ok(()); // dicom-rs refuses it
     }
     let mut word = [0u8; 4];
     if !meta.cursor.read(&mut word)? {
-        return Ok(Meta::Refused);
+        return Ok(());
     }
     let group_len = u64::from(u32::from_le_bytes(word));
     let meta_start = meta.cursor.pos;
     let mut transfer_syntax = String::new();
     while meta.cursor.pos - meta_start < group_len {
         let Some(header) = meta.header()? else {
-            return Ok(Meta::Refused);
+            return Ok(());
         };
         if header.len == UNDEFINED {
-            return Ok(Meta::Refused); // dicom-rs refuses it
+            return Ok(()); // dicom-rs refuses it
         }
         meta.check_fits(&header)?;
         if header.tag == Tag(0x0002, 0x0010) && header.len <= 64 {
             let mut uid = vec![0u8; header.len as usize];
             if !meta.cursor.read(&mut uid)? {
-                return Ok(Meta::Refused);
+                return Ok(());
             }
             transfer_syntax = String::from_utf8_lossy(&uid)
                 .trim_end_matches(['\0', ' '])
@@ -204,7 +204,7 @@ fn check_standard<R: Read>(mut cursor: Cursor<R>, limits: &Limits) -> Result<Met
             limits,
             where_: "",
         };
-        return scan.data_set(None, 0).map(|_| Meta::Read);
+        return scan.data_set(None, 0).map(drop);
     }
 
     // Deflated: one pass to measure the inflated size (which bounds every length inside it),
@@ -239,7 +239,7 @@ fn check_standard<R: Read>(mut cursor: Cursor<R>, limits: &Limits) -> Result<Met
         limits,
         where_: " of the inflated data set",
     };
-    scan.data_set(None, 0).map(|_| Meta::Read)
+    scan.data_set(None, 0).map(drop)
 }
 
 /// A reader that knows its position and where the input ends.
