@@ -92,7 +92,7 @@ pub fn decode_bytes(
 
 /// Header only (stops before PixelData): used for metadata without decoding pixels.
 pub fn read_meta(path: &Path, opts: &DecodeOptions) -> Result<ImageMeta, IngestError> {
-    let (header, _) = open_header(path, Source::File(path), opts, true)?;
+    let (header, _) = open_header(path, Source::File(path), opts)?;
     Ok(image_meta(&header, opts))
 }
 
@@ -102,7 +102,7 @@ pub fn read_meta_bytes(
     bytes: &[u8],
     opts: &DecodeOptions,
 ) -> Result<ImageMeta, IngestError> {
-    let (header, _) = open_header(name, Source::Bytes(bytes), opts, true)?;
+    let (header, _) = open_header(name, Source::Bytes(bytes), opts)?;
     Ok(image_meta(&header, opts))
 }
 
@@ -111,7 +111,7 @@ fn decode_from(
     source: Source<'_>,
     opts: &DecodeOptions,
 ) -> Result<DecodedFile, IngestError> {
-    let (header, layout) = open_header(path, source, opts, false)?;
+    let (header, layout) = open_header(path, source, opts)?;
     check_transfer_syntax(path, &header)?;
     check_size(path, &header, opts.max_pixels)?;
     let meta = image_meta(&header, opts);
@@ -190,21 +190,22 @@ impl ReadFailure {
 /// Reads the header (all elements before Pixel Data), finding out how the file is laid out.
 ///
 /// First the declared lengths are checked against the file's size (see [`super::dicom_scan`]):
-/// dicom-rs allocates an element's declared length before reading it. `header_only` checks
-/// only what the header read will touch.
+/// dicom-rs allocates an element's declared length before reading it.
 fn open_header(
     path: &Path,
     source: Source<'_>,
     opts: &DecodeOptions,
-    header_only: bool,
 ) -> Result<(DefaultDicomObject, Layout), IngestError> {
     let io = |source| IngestError::Io {
         path: path.to_path_buf(),
         source,
     };
+    // The whole file is checked even for a header-only read: dicom-rs's reading of a broken
+    // file can differ from the pass's (nested or stray delimiters), so where it stops is not
+    // known in advance (found by fuzzing: a header read went past the Pixel Data the pass
+    // stopped at and reserved 2.7 GB).
     let limits = dicom_scan::Limits {
         max_inflated: opts.max_pixels.saturating_mul(4).saturating_add(64 << 20),
-        stop_at_pixel_data: header_only,
     };
     let file_len = source.len().map_err(io)?;
     let bare = match sniff_raw_data_set(source).map_err(io)? {

@@ -40,8 +40,6 @@ const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
 pub struct Limits {
     /// Largest accepted size of a deflated data set once inflated, in bytes.
     pub max_inflated: u64,
-    /// Stop at the top-level Pixel Data element, as a header-only read does.
-    pub stop_at_pixel_data: bool,
 }
 
 /// Why a file was refused.
@@ -93,12 +91,9 @@ pub fn check<R: Read>(
     };
     let Some(start) = magic_at else {
         return match bare {
-            Some(explicit_vr) => check_bare(
-                io::Cursor::new(head).chain(file),
-                file_len,
-                explicit_vr,
-                limits,
-            ),
+            Some(explicit_vr) => {
+                check_bare(io::Cursor::new(head).chain(file), file_len, explicit_vr)
+            }
             None => Ok(()),
         };
     };
@@ -114,18 +109,13 @@ pub fn check<R: Read>(
     // without a transfer syntax, after which a 3 GB value was reserved). A file that also
     // looks like a bare data set is therefore checked both ways.
     match bare {
-        Some(explicit_vr) => check_bare(open()?, file_len, explicit_vr, limits),
+        Some(explicit_vr) => check_bare(open()?, file_len, explicit_vr),
         None => Ok(()),
     }
 }
 
 /// A bare data set, from the start of `file`.
-fn check_bare(
-    file: impl Read,
-    file_len: u64,
-    explicit_vr: bool,
-    limits: &Limits,
-) -> Result<(), ScanError> {
+fn check_bare(file: impl Read, file_len: u64, explicit_vr: bool) -> Result<(), ScanError> {
     let encoding = if explicit_vr {
         Encoding::ExplicitLe
     } else {
@@ -138,7 +128,6 @@ fn check_bare(
             end: file_len,
         },
         encoding,
-        limits,
         where_: "",
     };
     scan.data_set(None, 0).map(drop)
@@ -153,7 +142,6 @@ fn check_standard<R: Read>(mut cursor: Cursor<R>, limits: &Limits) -> Result<(),
     let mut meta = Scan {
         cursor,
         encoding: Encoding::ExplicitLe,
-        limits,
         where_: "",
     };
     let Some(header) = meta.header()? else {
@@ -201,7 +189,6 @@ fn check_standard<R: Read>(mut cursor: Cursor<R>, limits: &Limits) -> Result<(),
         let mut scan = Scan {
             cursor,
             encoding,
-            limits,
             where_: "",
         };
         return scan.data_set(None, 0).map(drop);
@@ -236,7 +223,6 @@ fn check_standard<R: Read>(mut cursor: Cursor<R>, limits: &Limits) -> Result<(),
             end: inflated,
         },
         encoding: Encoding::ExplicitLe,
-        limits,
         where_: " of the inflated data set",
     };
     scan.data_set(None, 0).map(drop)
@@ -298,14 +284,13 @@ enum End {
     Stop,
 }
 
-struct Scan<'l, R> {
+struct Scan<R> {
     cursor: Cursor<R>,
     encoding: Encoding,
-    limits: &'l Limits,
     where_: &'static str,
 }
 
-impl<R: Read> Scan<'_, R> {
+impl<R: Read> Scan<R> {
     fn u16(&self, b: [u8; 2]) -> u16 {
         match self.encoding {
             Encoding::ExplicitBe => u16::from_be_bytes(b),
@@ -442,9 +427,6 @@ impl<R: Read> Scan<'_, R> {
                 // It reads on after an item header where an element belongs: so does this pass.
                 ITEM => continue,
                 _ => {}
-            }
-            if depth == 0 && header.tag == PIXEL_DATA && self.limits.stop_at_pixel_data {
-                return Ok(End::Stop);
             }
             let flow = if header.len == UNDEFINED {
                 if header.tag == PIXEL_DATA {
@@ -634,7 +616,6 @@ mod tests {
     fn limits() -> Limits {
         Limits {
             max_inflated: 1 << 20,
-            stop_at_pixel_data: false,
         }
     }
 
@@ -763,19 +744,6 @@ mod tests {
     }
 
     #[test]
-    fn a_header_only_check_stops_at_pixel_data() {
-        let mut f = meta(EXPLICIT_LE);
-        f.extend(long_header(0x7FE0, 0x0010, b"OW", 0xFFFF_FFF0));
-        f.extend_from_slice(&[0; 8]);
-        let header_only = Limits {
-            stop_at_pixel_data: true,
-            ..limits()
-        };
-        assert!(scan(&f, None, &header_only).is_ok());
-        assert!(scan(&f, None, &limits()).is_err());
-    }
-
-    #[test]
     fn deep_nesting_is_refused() {
         let mut f = meta(EXPLICIT_LE);
         for _ in 0..MAX_DEPTH + 1 {
@@ -813,7 +781,6 @@ mod tests {
         ));
         let roomy = Limits {
             max_inflated: 4 << 20,
-            ..limits()
         };
         scan(&f, None, &roomy).unwrap();
         // An element that claims more than the inflated data set holds.
