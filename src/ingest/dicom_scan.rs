@@ -413,10 +413,17 @@ impl<R: Read> Scan<R> {
                 return Ok(End::Stop);
             };
             match header.tag {
-                ITEM_END | SEQUENCE_END if depth > 0 => return Ok(End::Normal),
-                // dicom-rs reads a stray delimiter outside any sequence as an element, value
-                // and all: its declared length must fit, and it is skipped (found by fuzzing: a
-                // delimiter declaring 808 MB was reserved before the read failed).
+                ITEM_END | SEQUENCE_END if depth > 0 && end.is_none() => {
+                    // A delimiter should declare 0 bytes; whatever it declares must fit.
+                    if header.len != UNDEFINED && header.len > 0 {
+                        self.check_fits(&header)?;
+                    }
+                    return Ok(End::Normal);
+                }
+                // dicom-rs reads a stray delimiter outside any sequence, or inside an item of
+                // defined length (which ends by its length alone), as an element, value and
+                // all: its declared length must fit, and it is skipped (found by fuzzing:
+                // delimiters declaring 808 MB and 4 GB were reserved before the read failed).
                 ITEM_END | SEQUENCE_END => {
                     if header.len != UNDEFINED && header.len > 0 {
                         self.check_fits(&header)?;
