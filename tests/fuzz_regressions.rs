@@ -146,6 +146,7 @@ fn a_declared_4_gib_element_is_refused_without_allocating_it() {
             (after - before) / 1024
         );
     }
-    // The header alone (metadata) is still readable: the check stops at Pixel Data there.
-    assert!(dicom::read_meta_bytes(&path, &bytes, &DecodeOptions::default()).is_ok());
+    // A header-only read checks the whole file too, and refuses it the same way.
+    let err = dicom::read_meta_bytes(&path, &bytes, &DecodeOptions::default()).unwrap_err();
+    assert!(matches!(err, IngestError::Corrupt { .. }), "{err}");
 }
