@@ -75,7 +75,7 @@ def main():
     md.append(f"{machine['date']}, commit {machine['commit']}: {machine['cores']} cores "
               f"({machine['cpu']}), {machine['memory_gib']} GiB, load average "
               f"{machine['load_average_at_start']:.1f} at start; {machine['rustc']}; Python "
-              f"{machine['python']}; {machine['dcmtk']}; "
+              f"{machine['python']}; {machine['dcmtk'] or 'dcmtk not installed'}; "
               + ", ".join(f"{k} {v}" for k, v in machine["packages"].items()) + ".\n")
     md.append("Ratios are ours / peer on rates (higher is better for us). The machine is "
               "shared and noisy: compare ratios, not absolute numbers.\n")
@@ -100,10 +100,11 @@ def main():
             rows.append([f, SYNTAX.get(f, "?"), t, fmt(ours), fmt(pyd), rfmt(r_py), fmt(dcm),
                          rfmt(r_dcm), fmt(diff, 4) if diff is not None else "n/a",
                          fmt(ddiff, 3) if ddiff is not None else "n/a"])
-    md.append("## 1. DICOM decode + preprocess to the 224 px model input (images/s)\n")
-    md.append(table(["file", "transfer syntax", "threads", "ours", "pydicom+numpy",
-                     "ours/pydicom", "dcmtk dcm2pnm", "ours/dcmtk",
-                     "mean abs diff to ours (pydicom)", "(dcmtk, 8-bit)"], rows))
+    if rows:
+        md.append("## 1. DICOM decode + preprocess to the 224 px model input (images/s)\n")
+        md.append(table(["file", "transfer syntax", "threads", "ours", "pydicom+numpy",
+                         "ours/pydicom", "dcmtk dcm2pnm", "ours/dcmtk",
+                         "mean abs diff to ours (pydicom)", "(dcmtk, 8-bit)"], rows))
     if worst:
         lo = min(worst.values())
         md.append(f"\nLowest ours/pydicom at 1 thread: {lo:.2f}x "
@@ -127,9 +128,10 @@ def main():
         if r is not None:
             targets.append(dict(target=f"embedding {what} >= 1.0x PyTorch ({t} threads)",
                                 value=round(r, 2), met=r >= 1.0))
-    md.append("\n## 2. Embedding throughput, `small` preset (per second)\n")
-    md.append(table(["input", "batch", "threads", "ours (candle)", "PyTorch (transformers)",
-                     "ours/PyTorch", "max abs diff of embeddings"], rows))
+    if rows:
+        md.append("\n## 2. Embedding throughput, `small` preset (per second)\n")
+        md.append(table(["input", "batch", "threads", "ours (candle)", "PyTorch (transformers)",
+                         "ours/PyTorch", "max abs diff of embeddings"], rows))
     summary["embed"] = rows
 
     # ------------------------------------------------------------------ rows 3 and 5
@@ -273,7 +275,8 @@ def main():
     if rows:
         n = q.get("open", {}).get("n", 0)
         md.append(f"\nQuery side on a {n:,}-document index (generated vectors and report text, "
-                  "built through cxr-index's API; `--rerank` does not exist yet):\n")
+                  "built through cxr-index's API; no `--rerank` row: the reranker reads each "
+                  "candidate's image file, which generated vectors do not have):\n")
         md.append(table(["what", "p50 / median ms", "p99 / max ms", "samples"], rows))
 
     md.append("\n## Targets of issue 5\n")

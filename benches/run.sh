@@ -53,14 +53,21 @@ step() { echo; echo "== $* ($(date -u +%H:%M:%S))"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 step "setup"
-if ! command -v dcm2pnm >/dev/null 2>&1; then
+if [[ ,$ROWS, == *,decode,* ]] && ! command -v dcm2pnm >/dev/null 2>&1; then
   as_root apt-get update -qq && as_root apt-get install -y -qq dcmtk >/dev/null
 fi
 bash tools/setup.sh
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv --system-site-packages "$VENV"
 fi
-"$VENV/bin/pip" install -q -r benches/requirements.txt
+# Only the peers of the chosen rows: PyTorch and transformers are large, and only `embed`
+# needs them; pydicom and its codecs are for `decode`.
+REQS=$WORK/requirements-$MODE.txt
+cp benches/requirements.txt "$REQS"
+[[ ,$ROWS, == *,embed,* ]] ||
+  sed -i -E '/^(torch|transformers|tokenizers|safetensors|huggingface_hub)==/d' "$REQS"
+[[ ,$ROWS, == *,decode,* ]] || sed -i -E '/^(pydicom|pylibjpeg[a-z-]*)==/d' "$REQS"
+"$VENV/bin/pip" install -q -r "$REQS"
 PY="$VENV/bin/python"
 PEERS=benches/peers
 
@@ -90,7 +97,12 @@ fi
 
 "$PY" - "$WORK/machine-$MODE.json" "$MODE" "$THREADS" <<'EOF'
 import json, os, platform, subprocess, sys
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
+def installed(p):
+    try:
+        return version(p)
+    except PackageNotFoundError:
+        return "not installed"
 def sh(cmd):
     try:
         return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
@@ -104,7 +116,7 @@ facts = dict(mode=sys.argv[2], threads=int(sys.argv[3]), cores=os.cpu_count(), c
              date=sh("date -u +%Y-%m-%dT%H:%M:%SZ"), commit=sh("git rev-parse --short HEAD"),
              rustc=sh("rustc --version"), python=platform.python_version(),
              dcmtk=sh("dcm2pnm --version | head -1").strip("$ "),
-             packages={p: version(p) for p in ["torch", "transformers", "tokenizers", "numpy",
+             packages={p: installed(p) for p in ["torch", "transformers", "tokenizers", "numpy",
                        "pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg",
                        "pillow", "faiss-cpu", "hnswlib"]})
 json.dump(facts, open(sys.argv[1], "w"), indent=1)
