@@ -19,6 +19,13 @@ use cxr_search::search::{self, SearchOptions, Searcher};
 
 mod maintenance;
 
+/// The system allocator with a per-thread ceiling on single allocations, which DICOM parsing
+/// sets from the file's length: a declared length the file does not back fails to reserve
+/// instead of taking the memory (see `cxr_search::ingest::alloc_ceiling`).
+#[global_allocator]
+static ALLOCATOR: cxr_search::ingest::alloc_ceiling::CeilingAllocator =
+    cxr_search::ingest::alloc_ceiling::CeilingAllocator;
+
 #[derive(Parser)]
 #[command(
     name = "cxr",

@@ -13,6 +13,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use cxr_search::fuzzing;
+use cxr_search::ingest::alloc_ceiling::CeilingAllocator;
+
+// As in `cxr`: dicom-rs's reservations are bounded by the data set's length while it parses.
+#[global_allocator]
+static ALLOCATOR: CeilingAllocator = CeilingAllocator;
 
 type Entry = fn(&[u8]) -> String;
 
@@ -149,4 +154,25 @@ fn a_declared_4_gib_element_is_refused_without_allocating_it() {
     // A header-only read checks the whole file too, and refuses it the same way.
     let err = dicom::read_meta_bytes(&path, &bytes, &DecodeOptions::default()).unwrap_err();
     assert!(matches!(err, IngestError::Corrupt { .. }), "{err}");
+}
+
+/// A 109-byte bare data set whose stray item header makes dicom-rs and the length pass read
+/// different elements (found by fuzzing): the pass cannot see the 2.6 GB that dicom-rs's
+/// reading declares, and the allocation ceiling turns its reservation into an error.
+#[test]
+fn a_length_the_scan_cannot_see_is_refused_by_the_allocation_ceiling() {
+    use cxr_search::ingest::{dicom, DecodeOptions, IngestError};
+    let path = fixtures().join("dicom_ingest/bare-stray-item-desyncs-the-scan-2-6gib-element.dcm");
+    let bytes = std::fs::read(&path).expect("fixture");
+    let before = peak_rss_kib();
+    let err = dicom::decode_bytes(&path, &bytes, &DecodeOptions::default()).unwrap_err();
+    assert!(matches!(err, IngestError::PixelData { .. }), "{err}");
+    assert!(err.to_string().contains("2795504762"), "{err}");
+    if let (Some(before), Some(after)) = (before, peak_rss_kib()) {
+        assert!(
+            after.saturating_sub(before) < 256 * 1024,
+            "peak RSS grew by {} MiB",
+            (after - before) / 1024
+        );
+    }
 }

@@ -72,7 +72,9 @@ use sha2::{Digest, Sha256};
 use super::window::{
     apply_linear_window, invert, percentile_window, LookupTable, VoiFunction, VoiWindow,
 };
-use super::{dicom_scan, DecodeOptions, DecodedFile, GreyImage, ImageMeta, IngestError};
+use super::{
+    alloc_ceiling, dicom_scan, DecodeOptions, DecodedFile, GreyImage, ImageMeta, IngestError,
+};
 
 /// Decodes the first frame of a DICOM image and reads its metadata.
 ///
@@ -92,7 +94,7 @@ pub fn decode_bytes(
 
 /// Header only (stops before PixelData): used for metadata without decoding pixels.
 pub fn read_meta(path: &Path, opts: &DecodeOptions) -> Result<ImageMeta, IngestError> {
-    let (header, _) = open_header(path, Source::File(path), opts)?;
+    let (header, _, _) = open_header(path, Source::File(path), opts)?;
     Ok(image_meta(&header, opts))
 }
 
@@ -102,7 +104,7 @@ pub fn read_meta_bytes(
     bytes: &[u8],
     opts: &DecodeOptions,
 ) -> Result<ImageMeta, IngestError> {
-    let (header, _) = open_header(name, Source::Bytes(bytes), opts)?;
+    let (header, _, _) = open_header(name, Source::Bytes(bytes), opts)?;
     Ok(image_meta(&header, opts))
 }
 
@@ -111,13 +113,13 @@ fn decode_from(
     source: Source<'_>,
     opts: &DecodeOptions,
 ) -> Result<DecodedFile, IngestError> {
-    let (header, layout) = open_header(path, source, opts)?;
+    let (header, layout, data_len) = open_header(path, source, opts)?;
     check_transfer_syntax(path, &header)?;
     check_size(path, &header, opts.max_pixels)?;
     let meta = image_meta(&header, opts);
     drop(header);
 
-    let obj = read_object(source, layout, false).map_err(|e| IngestError::PixelData {
+    let obj = read_object(source, layout, false, data_len).map_err(|e| IngestError::PixelData {
         path: path.to_path_buf(),
         reason: format!("cannot read the data set: {}", e.describe()),
     })?;
@@ -190,12 +192,14 @@ impl ReadFailure {
 /// Reads the header (all elements before Pixel Data), finding out how the file is laid out.
 ///
 /// First the declared lengths are checked against the file's size (see [`super::dicom_scan`]):
-/// dicom-rs allocates an element's declared length before reading it.
+/// dicom-rs allocates an element's declared length before reading it. Also returns how many
+/// bytes of data set the file holds (its length, or inflated length), which bounds every
+/// allocation of a later read.
 fn open_header(
     path: &Path,
     source: Source<'_>,
     opts: &DecodeOptions,
-) -> Result<(DefaultDicomObject, Layout), IngestError> {
+) -> Result<(DefaultDicomObject, Layout, u64), IngestError> {
     let io = |source| IngestError::Io {
         path: path.to_path_buf(),
         source,
@@ -212,16 +216,17 @@ fn open_header(
         Some(Layout::Raw { explicit_vr }) => Some(explicit_vr),
         _ => None,
     };
-    dicom_scan::check(|| source.open(), file_len, bare, &limits).map_err(|e| match e {
-        dicom_scan::ScanError::Io(source) => io(source),
-        other => IngestError::Corrupt {
-            path: path.to_path_buf(),
-            reason: other.to_string(),
-        },
-    })?;
+    let data_len =
+        dicom_scan::check(|| source.open(), file_len, bare, &limits).map_err(|e| match e {
+            dicom_scan::ScanError::Io(source) => io(source),
+            other => IngestError::Corrupt {
+                path: path.to_path_buf(),
+                reason: other.to_string(),
+            },
+        })?;
 
-    let standard_err = match read_object(source, Layout::Standard, true) {
-        Ok(obj) => return Ok((obj, Layout::Standard)),
+    let standard_err = match read_object(source, Layout::Standard, true, data_len) {
+        Ok(obj) => return Ok((obj, Layout::Standard, data_len)),
         Err(ReadFailure::Io(source)) => {
             return Err(IngestError::Io {
                 path: path.to_path_buf(),
@@ -242,8 +247,8 @@ fn open_header(
     }
     let raw = sniff_raw_data_set(source).map_err(io)?;
     match raw {
-        Some(layout) => match read_object(source, layout, true) {
-            Ok(obj) => Ok((obj, layout)),
+        Some(layout) => match read_object(source, layout, true, data_len) {
+            Ok(obj) => Ok((obj, layout, data_len)),
             Err(raw_err) => Err(IngestError::NotDicom {
                 path: path.to_path_buf(),
                 reason: format!(
@@ -261,10 +266,16 @@ fn open_header(
 }
 
 /// Reads a file as `layout` says, either up to Pixel Data (`header_only`) or completely.
+///
+/// The parse runs under an allocation ceiling of twice the data set's length (`data_len`) plus
+/// 1 MiB: no value can be longer than the data set, so a larger request can only come from a
+/// declared length that the file does not back, and dicom-rs's reservation of it then fails
+/// with an error (where `cxr` installs [`super::alloc_ceiling::CeilingAllocator`]).
 fn read_object(
     source: Source<'_>,
     layout: Layout,
     header_only: bool,
+    data_len: u64,
 ) -> Result<DefaultDicomObject, ReadFailure> {
     // Opened here, not by dicom-object, so that "cannot open" stays an I/O error.
     let file = source.open().map_err(ReadFailure::Io)?;
@@ -272,7 +283,9 @@ fn read_object(
     if header_only {
         options = options.read_until(tags::PIXEL_DATA);
     }
-    let result = match layout {
+    let ceiling =
+        usize::try_from(data_len.saturating_mul(2).saturating_add(1 << 20)).unwrap_or(usize::MAX);
+    let result = alloc_ceiling::with_ceiling(ceiling, || match layout {
         Layout::Standard => options.from_reader(file),
         Layout::Raw { explicit_vr } => {
             let ts = if explicit_vr {
@@ -285,7 +298,7 @@ fn read_object(
                 .read_preamble(ReadPreamble::Never)
                 .from_reader(source)
         }
-    };
+    });
     result.map_err(ReadFailure::Dicom)
 }
 

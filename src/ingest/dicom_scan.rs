@@ -73,12 +73,16 @@ pub enum ScanError {
 /// file from its start; it is called a second time only for such a file with a magic code but
 /// no usable meta group, which is then checked again as the bare data set dicom-rs falls back
 /// to (found by fuzzing).
+///
+/// Returns how many bytes of data set the file can hold: its length, or for a deflated data
+/// set the inflated length. No value dicom-rs reads can be longer, which is what the
+/// allocation ceiling of [`super::alloc_ceiling`] is set from.
 pub fn check<R: Read>(
     mut open: impl FnMut() -> io::Result<R>,
     file_len: u64,
     bare: Option<bool>,
     limits: &Limits,
-) -> Result<(), ScanError> {
+) -> Result<u64, ScanError> {
     let mut file = open()?;
     let mut head = Vec::with_capacity(132);
     (&mut file).take(132).read_to_end(&mut head)?;
@@ -93,8 +97,9 @@ pub fn check<R: Read>(
         return match bare {
             Some(explicit_vr) => {
                 check_bare(io::Cursor::new(head).chain(file), file_len, explicit_vr)
+                    .map(|()| file_len)
             }
-            None => Ok(()),
+            None => Ok(file_len),
         };
     };
     let mut cursor = Cursor {
@@ -103,15 +108,15 @@ pub fn check<R: Read>(
         end: file_len,
     };
     cursor.skip(start)?;
-    check_standard(cursor, limits)?;
+    let inflated = check_standard(cursor, limits)?;
     // dicom-rs reads a file as a bare data set whenever it refuses the meta group, and what
     // it refuses is not only what `check_standard` recognises (found by fuzzing: a meta group
     // without a transfer syntax, after which a 3 GB value was reserved). A file that also
     // looks like a bare data set is therefore checked both ways.
-    match bare {
-        Some(explicit_vr) => check_bare(open()?, file_len, explicit_vr),
-        None => Ok(()),
+    if let Some(explicit_vr) = bare {
+        check_bare(open()?, file_len, explicit_vr)?;
     }
+    Ok(file_len.max(inflated.unwrap_or(0)))
 }
 
 /// A bare data set, from the start of `file`.
@@ -137,38 +142,42 @@ fn check_bare(file: impl Read, file_len: u64, explicit_vr: bool) -> Result<(), S
 /// set in the transfer syntax the meta group names.
 ///
 /// Returns early, with nothing to check after it, where the meta group is one dicom-rs refuses
-/// (it then reads the file some other way, or not at all).
-fn check_standard<R: Read>(mut cursor: Cursor<R>, limits: &Limits) -> Result<(), ScanError> {
+/// (it then reads the file some other way, or not at all). Returns the inflated length of a
+/// deflated data set.
+fn check_standard<R: Read>(
+    mut cursor: Cursor<R>,
+    limits: &Limits,
+) -> Result<Option<u64>, ScanError> {
     let mut meta = Scan {
         cursor,
         encoding: Encoding::ExplicitLe,
         where_: "",
     };
     let Some(header) = meta.header()? else {
-        return Ok(());
+        return Ok(None);
     };
     if header.tag != Tag(0x0002, 0x0000) || header.len != 4 {
-        return Ok(()); // dicom-rs refuses it
+        return Ok(None); // dicom-rs refuses it
     }
     let mut word = [0u8; 4];
     if !meta.cursor.read(&mut word)? {
-        return Ok(());
+        return Ok(None);
     }
     let group_len = u64::from(u32::from_le_bytes(word));
     let meta_start = meta.cursor.pos;
     let mut transfer_syntax = String::new();
     while meta.cursor.pos - meta_start < group_len {
         let Some(header) = meta.header()? else {
-            return Ok(());
+            return Ok(None);
         };
         if header.len == UNDEFINED {
-            return Ok(()); // dicom-rs refuses it
+            return Ok(None); // dicom-rs refuses it
         }
         meta.check_fits(&header)?;
         if header.tag == Tag(0x0002, 0x0010) && header.len <= 64 {
             let mut uid = vec![0u8; header.len as usize];
             if !meta.cursor.read(&mut uid)? {
-                return Ok(());
+                return Ok(None);
             }
             transfer_syntax = String::from_utf8_lossy(&uid)
                 .trim_end_matches(['\0', ' '])
@@ -191,7 +200,7 @@ fn check_standard<R: Read>(mut cursor: Cursor<R>, limits: &Limits) -> Result<(),
             encoding,
             where_: "",
         };
-        return scan.data_set(None, 0).map(drop);
+        return scan.data_set(None, 0).map(|_| None);
     }
 
     // Deflated: one pass to measure the inflated size (which bounds every length inside it),
@@ -225,7 +234,7 @@ fn check_standard<R: Read>(mut cursor: Cursor<R>, limits: &Limits) -> Result<(),
         encoding: Encoding::ExplicitLe,
         where_: " of the inflated data set",
     };
-    scan.data_set(None, 0).map(drop)
+    scan.data_set(None, 0).map(|_| Some(inflated))
 }
 
 /// A reader that knows its position and where the input ends.
@@ -627,7 +636,7 @@ mod tests {
     }
 
     fn scan(bytes: &[u8], bare: Option<bool>, limits: &Limits) -> Result<(), ScanError> {
-        check(|| Ok(bytes), bytes.len() as u64, bare, limits)
+        check(|| Ok(bytes), bytes.len() as u64, bare, limits).map(drop)
     }
 
     #[test]

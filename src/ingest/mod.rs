@@ -6,6 +6,7 @@
 //! MONOCHROME1 inversion, at the file's full resolution. Resizing to the model's input is the
 //! model's preprocessing, not ingest's.
 
+pub mod alloc_ceiling;
 pub mod dicom;
 pub mod dicom_scan;
 pub mod negation;
