@@ -119,10 +119,8 @@ fn decode_from(
     let meta = image_meta(&header, opts);
     drop(header);
 
-    let obj = read_object(source, layout, false, data_len).map_err(|e| IngestError::PixelData {
-        path: path.to_path_buf(),
-        reason: format!("cannot read the data set: {}", e.describe()),
-    })?;
+    let obj = read_object(source, layout, false, data_len)
+        .map_err(|e| e.into_ingest_error(path, "cannot read the data set"))?;
     if obj.get(tags::PIXEL_DATA).is_none() {
         return Err(IngestError::NoPixelData {
             path: path.to_path_buf(),
@@ -178,6 +176,12 @@ enum Layout {
 enum ReadFailure {
     Io(std::io::Error),
     Dicom(ReadError),
+    /// dicom-rs could not reserve the declared length of a value under the allocation ceiling:
+    /// the file declares more than it holds.
+    Refused {
+        declared: u64,
+        data_len: u64,
+    },
 }
 
 impl ReadFailure {
@@ -185,8 +189,42 @@ impl ReadFailure {
         match self {
             ReadFailure::Io(e) => e.to_string(),
             ReadFailure::Dicom(e) => error_chain(e),
+            ReadFailure::Refused { declared, data_len } => format!(
+                "an element declares {declared} bytes, more than the {data_len}-byte data set \
+                 holds (refused by the allocation ceiling)"
+            ),
         }
     }
+
+    /// The error for a caller: a refused reservation means a corrupt file, whatever was read.
+    fn into_ingest_error(self, path: &Path, context: &str) -> IngestError {
+        match self {
+            ReadFailure::Io(source) => IngestError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+            refused @ ReadFailure::Refused { .. } => IngestError::Corrupt {
+                path: path.to_path_buf(),
+                reason: refused.describe(),
+            },
+            other => IngestError::PixelData {
+                path: path.to_path_buf(),
+                reason: format!("{context}: {}", other.describe()),
+            },
+        }
+    }
+}
+
+/// The length dicom-rs failed to reserve, from its error chain. dicom-parser reports a failed
+/// `try_reserve_exact` as "Could not reserve memory for data value (N bytes)" (its
+/// `AllocateValueData`); `a_length_the_scan_cannot_see_is_refused_by_the_allocation_ceiling`
+/// notices if that wording changes.
+fn refused_reservation(error: &ReadError) -> Option<u64> {
+    const MARK: &str = "Could not reserve memory for data value (";
+    let chain = error_chain(error);
+    let rest = &chain[chain.find(MARK)? + MARK.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// Reads the header (all elements before Pixel Data), finding out how the file is laid out.
@@ -227,13 +265,8 @@ fn open_header(
 
     let standard_err = match read_object(source, Layout::Standard, true, data_len) {
         Ok(obj) => return Ok((obj, Layout::Standard, data_len)),
-        Err(ReadFailure::Io(source)) => {
-            return Err(IngestError::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
         Err(ReadFailure::Dicom(e)) => e,
+        Err(other) => return Err(other.into_ingest_error(path, "cannot read the header")),
     };
     match &standard_err {
         ReadError::ReadUnrecognizedTransferSyntax { uid, .. } => {
@@ -249,6 +282,9 @@ fn open_header(
     match raw {
         Some(layout) => match read_object(source, layout, true, data_len) {
             Ok(obj) => Ok((obj, layout, data_len)),
+            Err(refused @ ReadFailure::Refused { .. }) => {
+                Err(refused.into_ingest_error(path, "cannot read the header"))
+            }
             Err(raw_err) => Err(IngestError::NotDicom {
                 path: path.to_path_buf(),
                 reason: format!(
@@ -299,7 +335,10 @@ fn read_object(
                 .from_reader(source)
         }
     });
-    result.map_err(ReadFailure::Dicom)
+    result.map_err(|e| match refused_reservation(&e) {
+        Some(declared) => ReadFailure::Refused { declared, data_len },
+        None => ReadFailure::Dicom(e),
+    })
 }
 
 /// A minimal file meta group (PS3.10 7.1) naming only the transfer syntax, preceded by the
