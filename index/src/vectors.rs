@@ -118,39 +118,73 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_portable(a, b)
 }
 
-/// Eight independent accumulators, so the compiler vectorises the loop without reordering a
-/// single sum.
 #[inline]
 fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    dot_portable_widened(a, b, |y| y)
+}
+
+/// Eight independent accumulators, so the compiler vectorises the loop without reordering a
+/// single sum; `widen` turns a row component into f32 (the identity for f32 rows).
+#[inline]
+fn dot_portable_widened<T: Copy>(a: &[f32], b: &[T], widen: impl Fn(T) -> f32) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
         .remainder()
         .iter()
         .zip(cb.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(x, &y)| x * widen(y))
         .sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
-            acc[i] += x[i] * y[i];
+            acc[i] += x[i] * widen(y[i]);
         }
     }
     acc.iter().sum::<f32>() + tail
 }
 
+/// Whether the CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 fn has_avx2_fma() -> bool {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    // 0: not checked yet, 1: no, 2: yes.
+    use std::sync::atomic::AtomicU8;
     static STATE: AtomicU8 = AtomicU8::new(0);
-    match STATE.load(Ordering::Relaxed) {
+    detected_once(&STATE, || {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    })
+}
+
+/// Whether the CPU has F16C (half-precision conversion).
+#[cfg(target_arch = "x86_64")]
+fn has_f16c() -> bool {
+    use std::sync::atomic::AtomicU8;
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    detected_once(&STATE, || is_x86_feature_detected!("f16c"))
+}
+
+/// `detect()`, run once and remembered in `state` (0: not checked yet, 1: no, 2: yes), so the
+/// dot product's dispatch costs one relaxed load.
+#[cfg(target_arch = "x86_64")]
+fn detected_once(state: &std::sync::atomic::AtomicU8, detect: impl FnOnce() -> bool) -> bool {
+    use std::sync::atomic::Ordering;
+    match state.load(Ordering::Relaxed) {
         0 => {
-            let yes = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            let yes = detect();
+            state.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
             yes
         }
         state => state == 2,
     }
+}
+
+/// The reduction both AVX2 kernels end with: the 32 accumulators folded lane-wise into 8, those
+/// summed, then the tail. One order, so f32 and f16 rows score alike to the bit.
+#[inline(always)]
+fn sum_accumulators(acc: &[f32; 32], tail: f32) -> f32 {
+    let mut lanes = [0f32; 8];
+    for (i, v) in acc.iter().enumerate() {
+        lanes[i % 8] += v;
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Four 8-wide accumulators (32 floats a step) with fused multiply-add; the compiler emits
@@ -169,11 +203,7 @@ unsafe fn dot_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
             acc[i] = x[i].mul_add(y[i], acc[i]);
         }
     }
-    let mut lanes = [0f32; 8];
-    for (i, v) in acc.iter().enumerate() {
-        lanes[i % 8] += v;
-    }
-    lanes.iter().sum::<f32>() + tail
+    sum_accumulators(&acc, tail)
 }
 
 /// Dot product of an f32 query with a binary16 row. The same arithmetic, in the same order, as
@@ -195,36 +225,7 @@ pub(crate) fn dot_f16(a: &[f32], b: &[u16]) -> f32 {
 /// [`dot_portable`] with each row component widened from binary16.
 #[inline]
 fn dot_f16_portable(a: &[f32], b: &[u16]) -> f32 {
-    let widen = |h: u16| f16::from_bits(h).to_f32();
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, &y)| x * widen(y))
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * widen(y[i]);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-#[cfg(target_arch = "x86_64")]
-fn has_f16c() -> bool {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    // 0: not checked yet, 1: no, 2: yes.
-    static STATE: AtomicU8 = AtomicU8::new(0);
-    match STATE.load(Ordering::Relaxed) {
-        0 => {
-            let yes = is_x86_feature_detected!("f16c");
-            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
-            yes
-        }
-        state => state == 2,
-    }
+    dot_portable_widened(a, b, |h| f16::from_bits(h).to_f32())
 }
 
 /// [`dot_avx2_fma`] with each block of 32 row components widened by F16C (`vcvtph2ps`).
@@ -252,11 +253,7 @@ unsafe fn dot_f16_avx2_fma(a: &[f32], b: &[u16]) -> f32 {
             acc[i] = x[i].mul_add(wide[i], acc[i]);
         }
     }
-    let mut lanes = [0f32; 8];
-    for (i, v) in acc.iter().enumerate() {
-        lanes[i % 8] += v;
-    }
-    lanes.iter().sum::<f32>() + tail
+    sum_accumulators(&acc, tail)
 }
 
 /// Asks the CPU to start loading `v` into cache: the graph walk prefetches a node's unvisited
