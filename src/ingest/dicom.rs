@@ -577,7 +577,7 @@ fn check_pixel_module(path: &Path, obj: &InMemDicomObject) -> Result<(), IngestE
 /// the panic, but a panic hook (a fuzzer's, an embedding application's) still sees it, and the
 /// reason it would give is an index out of bounds; this names the fault instead.
 fn check_rle_frame(path: &Path, obj: &DefaultDicomObject) -> Result<(), IngestError> {
-    if trim_value(obj.meta().transfer_syntax()) != "1.2.840.10008.1.2.5" {
+    if trim_value(obj.meta().transfer_syntax()) != uids::RLE_LOSSLESS {
         return Ok(());
     }
     let fail = |reason: String| {
@@ -594,7 +594,9 @@ fn check_rle_frame(path: &Path, obj: &DefaultDicomObject) -> Result<(), IngestEr
         return fail("pixel data is not encapsulated in fragments".into());
     };
     // check_pixel_module has accepted Rows, Columns and Bits Allocated (8 or 16).
-    let plane = uint(obj, tags::ROWS).unwrap_or(0) * uint(obj, tags::COLUMNS).unwrap_or(0);
+    let plane = uint(obj, tags::ROWS)
+        .unwrap_or(0)
+        .saturating_mul(uint(obj, tags::COLUMNS).unwrap_or(0));
     let bytes_per_sample = uint(obj, tags::BITS_ALLOCATED).unwrap_or(8) / 8;
     let samples = uint(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
     let segments = samples.saturating_mul(bytes_per_sample);
