@@ -34,7 +34,7 @@ use crate::error::{IndexError, Result};
 use crate::fsio;
 use crate::graph::GraphSnapshot;
 use crate::manifest::FileEntry;
-use crate::vectors::RowView;
+use crate::vectors::{self, RowView};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"CXRG");
 const VERSION: u32 = 1;
@@ -405,6 +405,8 @@ impl FlatGraph {
         if accepts(current) {
             found.push(Near(best, current));
         }
+        let offsets0 = self.section(self.layers[0].offsets);
+        let lists0 = self.section(self.layers[0].neighbours);
         while let Some(Reverse(Near(d, node))) = candidates.pop() {
             if found.len() >= ef && found.peek().is_some_and(|worst| d > worst.0) {
                 break;
@@ -425,12 +427,21 @@ impl FlatGraph {
                 if worse_than_all {
                     continue;
                 }
+                vectors::prefetch(&offsets0[next as usize..next as usize + 1]);
                 candidates.push(Reverse(Near(dn, next)));
                 if accepts(next) {
                     found.push(Near(dn, next));
                     if found.len() > ef {
                         found.pop();
                     }
+                }
+            }
+            // The list the next round expands starts loading now (its offset was prefetched
+            // when it became a candidate).
+            if let Some(Reverse(Near(_, next))) = candidates.peek() {
+                let start = offsets0[*next as usize] as usize;
+                if let Some(list) = lists0.get(start..) {
+                    vectors::prefetch(&list[..list.len().min(32)]);
                 }
             }
         }

@@ -176,34 +176,47 @@ fn detected_once(state: &std::sync::atomic::AtomicU8, detect: impl FnOnce() -> b
     }
 }
 
-/// The reduction both AVX2 kernels end with: the 32 accumulators folded lane-wise into 8, those
-/// summed, then the tail. One order, so f32 and f16 rows score alike to the bit.
-#[inline(always)]
-fn sum_accumulators(acc: &[f32; 32], tail: f32) -> f32 {
+/// The reduction both AVX2 kernels end with: the four accumulators added lane-wise (first to
+/// last), the eight lanes summed in order, then the tail. One order, so f32 and f16 rows score
+/// alike to the bit.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sum_accumulators(acc: [std::arch::x86_64::__m256; 4], tail: f32) -> f32 {
+    use std::arch::x86_64::{_mm256_add_ps, _mm256_storeu_ps};
+    let folded = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), acc[2]), acc[3]);
     let mut lanes = [0f32; 8];
-    for (i, v) in acc.iter().enumerate() {
-        lanes[i % 8] += v;
-    }
+    // SAFETY: `lanes` holds eight floats; the store is unaligned.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), folded) };
     lanes.iter().sum::<f32>() + tail
 }
 
-/// Four 8-wide accumulators (32 floats a step) with fused multiply-add; the compiler emits
-/// `vfmadd` for `mul_add` under these target features.
+/// Four 8-wide accumulators (32 floats a step) with fused multiply-add, written with
+/// intrinsics: left to the auto-vectoriser, a `[f32; 32]` accumulator became sixteen 2-wide
+/// registers and spills, four times the instructions.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 32];
+    use std::arch::x86_64::{_mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps};
     let (ca, cb) = (a.chunks_exact(32), b.chunks_exact(32));
     let mut tail = 0f32;
     for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
         tail = x.mul_add(*y, tail);
     }
+    let mut acc = [_mm256_setzero_ps(); 4];
     for (x, y) in ca.zip(cb) {
-        for i in 0..32 {
-            acc[i] = x[i].mul_add(y[i], acc[i]);
+        for (i, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: `x` and `y` hold 32 floats, so each 8-wide load at 8 * i is in bounds;
+            // the loads are unaligned.
+            unsafe {
+                let (xv, yv) = (
+                    _mm256_loadu_ps(x.as_ptr().add(8 * i)),
+                    _mm256_loadu_ps(y.as_ptr().add(8 * i)),
+                );
+                *acc = _mm256_fmadd_ps(xv, yv, *acc);
+            }
         }
     }
-    sum_accumulators(&acc, tail)
+    sum_accumulators(acc, tail)
 }
 
 /// Dot product of an f32 query with a binary16 row. The same arithmetic, in the same order, as
@@ -228,32 +241,32 @@ fn dot_f16_portable(a: &[f32], b: &[u16]) -> f32 {
     dot_portable_widened(a, b, |h| f16::from_bits(h).to_f32())
 }
 
-/// [`dot_avx2_fma`] with each block of 32 row components widened by F16C (`vcvtph2ps`).
+/// [`dot_avx2_fma`] with each 8-wide block of row components widened by F16C (`vcvtph2ps`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_f16_avx2_fma(a: &[f32], b: &[u16]) -> f32 {
-    use std::arch::x86_64::{__m128i, _mm256_cvtph_ps, _mm256_storeu_ps, _mm_loadu_si128};
-    let mut acc = [0f32; 32];
+    use std::arch::x86_64::{
+        __m128i, _mm256_cvtph_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
+        _mm_loadu_si128,
+    };
     let (ca, cb) = (a.chunks_exact(32), b.chunks_exact(32));
     let mut tail = 0f32;
     for (x, &y) in ca.remainder().iter().zip(cb.remainder()) {
         tail = x.mul_add(f16::from_bits(y).to_f32(), tail);
     }
-    let mut wide = [0f32; 32];
+    let mut acc = [_mm256_setzero_ps(); 4];
     for (x, y) in ca.zip(cb) {
-        for i in 0..4 {
-            // SAFETY: `y` holds 32 u16s, so each 8-wide load at 8 * i is in bounds, as is each
-            // 8-wide store into `wide`; both are unaligned operations.
+        for (i, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: `x` holds 32 floats and `y` 32 u16s, so each 8-wide load at 8 * i is in
+            // bounds; the loads are unaligned.
             unsafe {
+                let xv = _mm256_loadu_ps(x.as_ptr().add(8 * i));
                 let halves = _mm_loadu_si128(y.as_ptr().add(8 * i).cast::<__m128i>());
-                _mm256_storeu_ps(wide.as_mut_ptr().add(8 * i), _mm256_cvtph_ps(halves));
+                *acc = _mm256_fmadd_ps(xv, _mm256_cvtph_ps(halves), *acc);
             }
         }
-        for i in 0..32 {
-            acc[i] = x[i].mul_add(wide[i], acc[i]);
-        }
     }
-    sum_accumulators(&acc, tail)
+    sum_accumulators(acc, tail)
 }
 
 /// Asks the CPU to start loading `v` into cache: the graph walk prefetches a node's unvisited
