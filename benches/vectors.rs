@@ -37,7 +37,10 @@ struct Args {
     /// Where the index is built (removed first).
     #[arg(long)]
     index_dir: PathBuf,
-    #[arg(long, default_value = "16,24,32,48,64,96,128,192,256,384,512")]
+    #[arg(
+        long,
+        default_value = "16,20,24,28,32,40,48,56,64,72,80,96,112,128,160,192,256,384,512"
+    )]
     efs: String,
     #[arg(long, default_value_t = 0.95)]
     target: f64,
@@ -49,6 +52,10 @@ struct Args {
     /// Keep the index folder afterwards.
     #[arg(long)]
     keep: bool,
+    /// Search an index a previous `--keep` run left in `--index-dir` instead of building one
+    /// (for profiling the query path alone).
+    #[arg(long)]
+    reuse: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -64,10 +71,7 @@ fn main() -> Result<()> {
         ..CreateOptions::default()
     };
     let params = options.hnsw;
-    let label = match args.storage {
-        VectorStorage::F32 => "ours",
-        VectorStorage::F16 => "ours-f16",
-    };
+    let label = label(args.storage);
     let base = json!({
         "row": "vectors", "impl": label, "n": args.n, "dim": dim,
         "m": params.max_nb_connection, "ef_construction": params.ef_construction,
@@ -80,33 +84,9 @@ fn main() -> Result<()> {
         common::emit(v);
     };
 
-    if args.index_dir.exists() {
-        std::fs::remove_dir_all(&args.index_dir)
-            .with_context(|| format!("removing {}", args.index_dir.display()))?;
+    if !args.reuse {
+        build(&args, &data, options, &line)?;
     }
-    let spec = IndexSpec {
-        dim,
-        model_fingerprint: "bench".into(),
-        model_name: "bench-vectors".into(),
-    };
-    let start = Instant::now();
-    let mut writer = IndexWriter::create_with(&args.index_dir, spec, options)?;
-    for (i, v) in data.base.chunks_exact(dim).enumerate() {
-        writer.add(Document {
-            id: i.to_string(),
-            vector: Some(v.to_vec()),
-            ..Default::default()
-        })?;
-    }
-    let added = start.elapsed().as_secs_f64();
-    writer.commit()?;
-    let total = start.elapsed().as_secs_f64();
-    drop(writer);
-    line(
-        json!({"what": "build", "threads": threads, "seconds": total,
-        "add_seconds": added, "commit_seconds": total - added}),
-    );
-    eprintln!("{label} n={}: build {total:.1}s (add {added:.1}s)", args.n);
 
     let queries: Vec<&[f32]> = (0..data.query_count()).map(|i| data.query(i)).collect();
     if args.storage == VectorStorage::F16 {
@@ -183,4 +163,52 @@ fn main() -> Result<()> {
         std::fs::remove_dir_all(&args.index_dir).ok();
     }
     Ok(())
+}
+
+/// Builds the index in `--index-dir` (removed first) and reports the time of each part.
+fn build(
+    args: &Args,
+    data: &common::VectorData,
+    options: CreateOptions,
+    line: &dyn Fn(serde_json::Value),
+) -> Result<()> {
+    let dim = data.dim;
+    let threads = common::threads();
+    let label = label(args.storage);
+    if args.index_dir.exists() {
+        std::fs::remove_dir_all(&args.index_dir)
+            .with_context(|| format!("removing {}", args.index_dir.display()))?;
+    }
+    let spec = IndexSpec {
+        dim,
+        model_fingerprint: "bench".into(),
+        model_name: "bench-vectors".into(),
+    };
+    let start = Instant::now();
+    let mut writer = IndexWriter::create_with(&args.index_dir, spec, options)?;
+    for (i, v) in data.base.chunks_exact(dim).enumerate() {
+        writer.add(Document {
+            id: i.to_string(),
+            vector: Some(v.to_vec()),
+            ..Default::default()
+        })?;
+    }
+    let added = start.elapsed().as_secs_f64();
+    writer.commit()?;
+    let total = start.elapsed().as_secs_f64();
+    drop(writer);
+    line(
+        json!({"what": "build", "threads": threads, "seconds": total,
+        "add_seconds": added, "commit_seconds": total - added}),
+    );
+    eprintln!("{label} n={}: build {total:.1}s (add {added:.1}s)", args.n);
+
+    Ok(())
+}
+
+fn label(storage: VectorStorage) -> &'static str {
+    match storage {
+        VectorStorage::F32 => "ours",
+        VectorStorage::F16 => "ours-f16",
+    }
 }

@@ -77,7 +77,7 @@ def main():
     ap.add_argument("--data-dir", required=True, type=Path)
     ap.add_argument("--n", required=True, type=int)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--efs", default="16,24,32,48,64,96,128,192,256,384,512")
+    ap.add_argument("--efs", default="16,20,24,28,32,40,48,56,64,72,80,96,112,128,160,192,256,384,512")
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--ef-construction", type=int, default=200)
     ap.add_argument("--target", type=float, default=0.95)
