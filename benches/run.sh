@@ -26,7 +26,11 @@ WORK=target/bench-data
 VENV=target/bench-venv
 THREADS=$(nproc)
 RESULTS=benches/results
-RAW=$WORK/raw-$MODE.jsonl
+# BENCH_NAME names a run's files (results/<name>.md, .json, growth-<name>.png; the mode by
+# default), so a partial run, e.g. BENCH_NAME=scale BENCH_ROWS=vectors,query, sits beside the
+# last full run instead of replacing it.
+NAME=${BENCH_NAME:-$MODE}
+RAW=$WORK/raw-$NAME.jsonl
 [ -d "$DATA/dicom" ] || { echo "run.sh: $DATA/dicom not found; set CXR_SHARED" >&2; exit 2; }
 mkdir -p "$WORK" "$RESULTS"
 # BENCH_APPEND=1 adds to the raw measurements of an earlier run of the same mode.
@@ -95,7 +99,7 @@ if [ ! -f "$MODEL/model.safetensors" ]; then
     --vocab-from "$DATA/covid/metadata.csv"
 fi
 
-"$PY" - "$WORK/machine-$MODE.json" "$MODE" "$THREADS" <<'EOF'
+"$PY" - "$WORK/machine-$NAME.json" "$MODE" "$THREADS" <<'EOF'
 import json, os, platform, subprocess, sys
 from importlib.metadata import PackageNotFoundError, version
 def installed(p):
@@ -223,5 +227,5 @@ EOF
 fi
 
 step "results"
-"$PY" benches/collect.py --raw "$RAW" --machine "$WORK/machine-$MODE.json" --out "$RESULTS" \
-  --mode "$MODE"
+"$PY" benches/collect.py --raw "$RAW" --machine "$WORK/machine-$NAME.json" --out "$RESULTS" \
+  --mode "$NAME"
