@@ -4,7 +4,7 @@
 //! file the manifest names has a length and CRC-32 that are checked when it is read back.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,6 +25,13 @@ impl<W: Write> CrcWriter<W> {
             hasher: crc32fast::Hasher::new(),
             len: 0,
         }
+    }
+}
+
+impl<W> CrcWriter<W> {
+    /// The CRC-32 of the bytes written so far.
+    pub(crate) fn crc32(&self) -> u32 {
+        self.hasher.clone().finalize()
     }
 }
 
@@ -66,38 +73,59 @@ pub(crate) fn write_synced(
     })
 }
 
-/// Describes (length, CRC-32) and fsyncs a file somebody else wrote (the hnsw_rs dumps).
+/// Describes (length, CRC-32) and fsyncs a file somebody else wrote (the hnsw_rs dumps). The
+/// file is read in blocks: the dumps hold every vector, and a commit must not hold them twice.
 pub(crate) fn describe_and_sync(dir: &Path, name: &str) -> Result<FileEntry> {
     let path = dir.join(name);
-    let bytes = fs::read(&path).map_err(IndexError::io(&path))?;
     // Opened for writing because some platforms refuse to fsync a read-only handle.
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .open(&path)
-        .and_then(|f| f.sync_all())
         .map_err(IndexError::io(&path))?;
+    let (len, crc32) = crc_of(&file).map_err(IndexError::io(&path))?;
+    file.sync_all().map_err(IndexError::io(&path))?;
     Ok(FileEntry {
         name: name.to_string(),
-        len: bytes.len() as u64,
-        crc32: crc32fast::hash(&bytes),
+        len,
+        crc32,
     })
 }
 
-/// Checks that `bytes` (the content of `dir/entry.name`) match the manifest's length and CRC.
-pub(crate) fn verify(dir: &Path, entry: &FileEntry, bytes: &[u8]) -> Result<()> {
+/// Length and CRC-32 of everything `reader` yields, read in 1 MiB blocks.
+fn crc_of(mut reader: impl Read) -> io::Result<(u64, u32)> {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut len = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((len, hasher.finalize()))
+}
+
+/// [`verify`] without holding the file in memory: `dir/entry.name` is read in blocks.
+pub(crate) fn verify_file(dir: &Path, entry: &FileEntry) -> Result<()> {
     let path = dir.join(&entry.name);
-    if bytes.len() as u64 != entry.len {
+    let file = File::open(&path).map_err(IndexError::io(&path))?;
+    let (len, crc) = crc_of(file).map_err(IndexError::io(&path))?;
+    check_entry(&path, entry, len, crc)
+}
+
+/// The error for a file whose length or CRC-32 disagrees with its manifest entry.
+pub(crate) fn check_entry(path: &Path, entry: &FileEntry, len: u64, crc: u32) -> Result<()> {
+    if len != entry.len {
         return Err(IndexError::corrupt(
             path,
-            format!(
-                "length is {} bytes, the manifest says {}",
-                bytes.len(),
-                entry.len
-            ),
+            format!("length is {len} bytes, the manifest says {}", entry.len),
         ));
     }
-    let crc = crc32fast::hash(bytes);
     if crc != entry.crc32 {
         return Err(IndexError::corrupt(
             path,
@@ -105,6 +133,16 @@ pub(crate) fn verify(dir: &Path, entry: &FileEntry, bytes: &[u8]) -> Result<()> 
         ));
     }
     Ok(())
+}
+
+/// Checks that `bytes` (the content of `dir/entry.name`) match the manifest's length and CRC.
+pub(crate) fn verify(dir: &Path, entry: &FileEntry, bytes: &[u8]) -> Result<()> {
+    check_entry(
+        &dir.join(&entry.name),
+        entry,
+        bytes.len() as u64,
+        crc32fast::hash(bytes),
+    )
 }
 
 /// Reads `dir/entry.name` whole and verifies it against the manifest.

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use half::f16;
@@ -288,16 +288,35 @@ pub(crate) fn prefetch<T>(v: &[T]) {
     let _ = v;
 }
 
-/// Writes `data` (rows * dim floats, already rounded to `storage`) as generation file `name`.
+/// Writes generation file `name`: the first `rows` rows of the committed vector file `entry`
+/// (copied block by block, their CRC-32 checked against the manifest on the way, so a damaged
+/// file is never carried into a new generation under a fresh checksum), then `pending` (rows
+/// of `dim` floats, already rounded to `storage`).
 pub(crate) fn write(
     dir: &Path,
     name: &str,
-    data: &[f32],
+    prefix: Option<(&FileEntry, usize)>,
+    pending: &[f32],
+    dim: usize,
     storage: VectorStorage,
 ) -> Result<FileEntry> {
-    fsio::write_synced(dir, name, |out: &mut dyn Write| {
+    let mut copied = None;
+    if let Some((entry, rows)) = prefix {
+        let path = dir.join(&entry.name);
+        check_len(&path, entry.len, rows as u64, dim, storage)?;
+        copied = Some((entry, path));
+    }
+    let mut source_crc = None;
+    let written = fsio::write_synced(dir, name, |out: &mut dyn Write| {
+        if let Some((entry, path)) = &copied {
+            let file = File::open(path)?;
+            let mut reader = std::io::BufReader::with_capacity(1 << 20, file).take(entry.len);
+            let mut tee = fsio::CrcWriter::new(&mut *out);
+            let copied = std::io::copy(&mut reader, &mut tee)?;
+            source_crc = Some((copied, tee.crc32()));
+        }
         let mut buf = Vec::with_capacity(4 * 4096);
-        for chunk in data.chunks(4096) {
+        for chunk in pending.chunks(4096) {
             buf.clear();
             match storage {
                 VectorStorage::F32 => {
@@ -314,7 +333,24 @@ pub(crate) fn write(
             out.write_all(&buf)?;
         }
         Ok(())
-    })
+    })?;
+    if let (Some((entry, path)), Some((len, crc))) = (&copied, source_crc) {
+        // The new file is left unnamed by any manifest (and removed later) if this fails.
+        fsio::check_entry(path, entry, len, crc)?;
+    }
+    Ok(written)
+}
+
+/// Checks a committed vector file's length and CRC-32 without holding it in memory.
+pub(crate) fn check_file(
+    dir: &Path,
+    entry: &FileEntry,
+    rows: u64,
+    dim: usize,
+    storage: VectorStorage,
+) -> Result<()> {
+    check_len(&dir.join(&entry.name), entry.len, rows, dim, storage)?;
+    fsio::verify_file(dir, entry)
 }
 
 /// Decodes a whole vector file's bytes into f32 components (widening binary16 exactly).
@@ -609,7 +645,15 @@ mod tests {
     fn write_then_map() {
         let dir = tempfile::tempdir().unwrap();
         let data = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
-        let entry = write(dir.path(), "vectors-1.f32", &data, VectorStorage::F32).unwrap();
+        let entry = write(
+            dir.path(),
+            "vectors-1.f32",
+            None,
+            &data,
+            3,
+            VectorStorage::F32,
+        )
+        .unwrap();
         let store = VectorStore::open(dir.path(), &entry, 2, 3, VectorStorage::F32).unwrap();
         assert_eq!(
             store.view().row(1).as_deref(),
@@ -631,7 +675,15 @@ mod tests {
         assert_ne!(data[0], 0.1);
         assert!((data[0] - 0.1).abs() <= 0.1 * 2f32.powi(-11));
         assert_eq!(data[1..3], [1.5, -2.0]);
-        let entry = write(dir.path(), "vectors-1.f16", &data, VectorStorage::F16).unwrap();
+        let entry = write(
+            dir.path(),
+            "vectors-1.f16",
+            None,
+            &data,
+            3,
+            VectorStorage::F16,
+        )
+        .unwrap();
         assert_eq!(entry.len, 12);
         let store = VectorStore::open(dir.path(), &entry, 2, 3, VectorStorage::F16).unwrap();
         assert_eq!(store.view().row(1).as_deref(), Some(&data[3..]));

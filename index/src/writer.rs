@@ -135,8 +135,13 @@ pub struct IndexWriter {
     /// The last committed manifest.
     manifest: Manifest,
     docs: DocTable,
-    /// All vector rows (committed and pending), unit-norm.
-    vectors: Vec<f32>,
+    /// Rows at the start of the committed vector file that the next generation's file copies
+    /// (all of them, except after a compaction, which rewrites every row).
+    committed_rows: usize,
+    /// Rows added since then (row `committed_rows + i`), unit-norm and already rounded to the
+    /// storage. Committed rows are not held: a commit copies them from the committed file
+    /// block by block, so the writer's memory does not grow with them.
+    pending_vectors: Vec<f32>,
     graph: HnswGraph,
     /// (row, ordinal) of vectors not yet inserted into the graph.
     graph_pending: Vec<(usize, usize)>,
@@ -201,7 +206,8 @@ impl IndexWriter {
             graph: HnswGraph::new(&params, 0),
             manifest,
             docs: DocTable::default(),
-            vectors: Vec::new(),
+            committed_rows: 0,
+            pending_vectors: Vec::new(),
             graph_pending: Vec::new(),
             deleted_pending: Vec::new(),
             text,
@@ -231,25 +237,27 @@ impl IndexWriter {
                 .map(|(ord, _)| ord as u32),
         );
         let dim = manifest.spec.dim;
-        let (vectors, graph) = match (&manifest.files.vectors, &manifest.files.hnsw) {
+        let graph = match (&manifest.files.vectors, &manifest.files.hnsw) {
             (Some(entry), Some(hnsw)) => {
-                let vectors = vectors::read_all(
+                // Checked now, not at the first commit that copies it, so that a damaged
+                // index is refused before anything is added to it.
+                vectors::check_file(
                     dir,
                     entry,
                     manifest.vector_count,
                     dim,
                     manifest.vector_storage,
                 )?;
-                let graph = load_graph(dir, hnsw, manifest.vector_count, dim)?;
-                (vectors, graph)
+                load_graph(dir, hnsw, manifest.vector_count, dim)?
             }
-            _ => (Vec::new(), HnswGraph::new(&manifest.hnsw, 0)),
+            _ => HnswGraph::new(&manifest.hnsw, 0),
         };
         let writer = IndexWriter {
             dir: dir.to_path_buf(),
+            committed_rows: manifest.vector_count as usize,
             manifest,
             docs,
-            vectors,
+            pending_vectors: Vec::new(),
             graph,
             graph_pending: Vec::new(),
             deleted_pending: Vec::new(),
@@ -386,7 +394,7 @@ impl IndexWriter {
             .add(ord, &id, text.as_deref(), negated_text.as_deref())?;
         let row = vector.map(|v| {
             let row = self.docs.row_to_ord.len();
-            self.vectors.extend_from_slice(&v);
+            self.pending_vectors.extend_from_slice(&v);
             self.graph_pending.push((row, ord as usize));
             row as u32
         });
@@ -407,10 +415,15 @@ impl IndexWriter {
             return;
         }
         let dim = self.manifest.spec.dim;
+        let base = self.committed_rows;
+        // Rows waiting for the graph are pending rows (added since the last commit).
         let items: Vec<(&[f32], usize)> = self
             .graph_pending
             .iter()
-            .map(|&(row, ord)| (&self.vectors[row * dim..(row + 1) * dim], ord))
+            .map(|&(row, ord)| {
+                let at = (row - base) * dim;
+                (&self.pending_vectors[at..at + dim], ord)
+            })
             .collect();
         self.graph.insert(&items);
         self.graph_pending.clear();
@@ -480,7 +493,19 @@ impl IndexWriter {
             });
         }
         let dim = self.manifest.spec.dim;
-        let mut vectors = Vec::with_capacity(self.vectors.len());
+        // Everything is committed (above): the rows come from the committed file. A
+        // compaction rebuilds the graph from every live row, so it holds them all.
+        let committed = match &self.manifest.files.vectors {
+            Some(entry) => vectors::read_all(
+                &self.dir,
+                entry,
+                self.manifest.vector_count,
+                dim,
+                self.manifest.vector_storage,
+            )?,
+            None => Vec::new(),
+        };
+        let mut vectors = Vec::with_capacity(committed.len());
         let mut removed = 0usize;
         let mut docs = DocTable::default();
         for record in std::mem::take(&mut self.docs.records) {
@@ -488,7 +513,7 @@ impl IndexWriter {
                 (Some(row), false) => {
                     let row = row as usize;
                     let next = vectors.len() / dim;
-                    vectors.extend_from_slice(&self.vectors[row * dim..(row + 1) * dim]);
+                    vectors.extend_from_slice(&committed[row * dim..(row + 1) * dim]);
                     Some(next as u32)
                 }
                 (Some(_), true) => {
@@ -499,8 +524,11 @@ impl IndexWriter {
             };
             docs.push(DocRecord { row, ..record });
         }
+        drop(committed);
         self.docs = docs;
-        self.vectors = vectors;
+        // The next generation's file holds the live rows alone.
+        self.committed_rows = 0;
+        self.pending_vectors = vectors;
         let rows = self.docs.row_to_ord.len();
         self.graph = HnswGraph::new(&self.manifest.hnsw, rows);
         self.graph_pending = self
@@ -555,12 +583,27 @@ impl IndexWriter {
         next.vector_count = vector_count as u64;
         next.files.docs = Some(self.docs.write(&dir, &layout::docs_file(gen))?);
         if vector_count > 0 {
-            debug_assert_eq!(self.vectors.len(), vector_count * dim);
+            debug_assert_eq!(
+                self.committed_rows * dim + self.pending_vectors.len(),
+                vector_count * dim
+            );
             let storage = self.manifest.vector_storage;
+            let prefix = match (self.committed_rows, &self.manifest.files.vectors) {
+                (0, _) => None,
+                (rows, Some(entry)) => Some((entry, rows)),
+                (rows, None) => {
+                    return Err(IndexError::corrupt(
+                        dir.join(layout::MANIFEST),
+                        format!("{rows} vectors are committed but no vector file is named"),
+                    ))
+                }
+            };
             next.files.vectors = Some(vectors::write(
                 &dir,
                 &layout::vectors_file(gen, storage),
-                &self.vectors,
+                prefix,
+                &self.pending_vectors,
+                dim,
                 storage,
             )?);
             let basename = self.graph.dump(&dir, &layout::hnsw_basename(gen))?;
@@ -597,6 +640,8 @@ impl IndexWriter {
         fsio::sync_dir(&dir)?;
         next.write(&dir)?;
         self.manifest = next;
+        self.committed_rows = vector_count;
+        self.pending_vectors = Vec::new();
         self.remove_unreferenced_files();
         Ok(())
     }
@@ -648,7 +693,7 @@ pub(crate) fn load_graph(
     rows: u64,
     dim: usize,
 ) -> Result<HnswGraph> {
-    let check = |entry: &FileEntry| -> Result<()> { fsio::read_verified(dir, entry).map(|_| ()) };
+    let check = |entry: &FileEntry| -> Result<()> { fsio::verify_file(dir, entry) };
     check(&files.graph)?;
     check(&files.data)?;
     let graph = HnswGraph::load(dir, &files.basename)?;
