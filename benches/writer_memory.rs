@@ -1,0 +1,175 @@
+//! What the index writer holds per document: peak RSS of `IndexWriter::add` + `commit` over
+//! N documents, each measured in a fresh process (the peak is per process), for documents
+//! built up part by part, so the difference between two lines is what that part costs.
+//!
+//! - `ids`: documents with a 64-character id only (tantivy gets an empty document per ordinal);
+//! - `fields`: plus the stored fields `cxr index` writes for a PNG (path, size, mtime, sha256);
+//! - `vectors`: plus a vector of `--dim` components (rows, HNSW graph, the commit's graph files);
+//! - `periodic`: `vectors` with a commit every 5,000 documents, as `cxr index` commits;
+//! - `append`: a new writer opens the `vectors` index of N documents and adds N/10 more: what
+//!   appending to an archive costs (per added document, so the held archive shows up here).
+//!
+//! `cargo bench --bench writer_memory -- [--n 20000,100000] [--dim 128]`; one JSON line per
+//! measurement, then a table.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use cxr_index::{Document, IndexSpec, IndexWriter};
+use serde_json::json;
+
+const PARTS: [&str; 5] = ["ids", "fields", "vectors", "periodic", "append"];
+
+/// How often the `periodic` run commits: `cxr index`'s default `--commit-every`.
+const COMMIT_EVERY: usize = 5000;
+
+#[derive(Parser)]
+struct Args {
+    /// Document counts.
+    #[arg(long, default_value = "20000,100000")]
+    n: String,
+    /// Vector dimension.
+    #[arg(long, default_value_t = 128)]
+    dim: usize,
+    /// Where the indexes are built (removed afterwards).
+    #[arg(long, default_value = "target/bench-data/writer-memory")]
+    work_dir: PathBuf,
+    /// Internal: measure one configuration in this process (`PART N`).
+    #[arg(long, num_args = 2, hide = true)]
+    child: Option<Vec<String>>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// (current RSS, peak RSS) of this process in KiB, from /proc (Linux).
+fn rss_kib() -> Result<(u64, u64)> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let field = |key: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {key} in /proc/self/status"))
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn document(i: usize, part: &str, dim: usize) -> Document {
+    let mut fields = BTreeMap::new();
+    if part != "ids" {
+        fields.insert("path".into(), format!("images/{i:08}_000.png"));
+        fields.insert("size".into(), (100_000 + i % 50_000).to_string());
+        fields.insert("mtime".into(), "2026-01-01T00:00:00Z".into());
+        fields.insert(
+            "sha256".into(),
+            format!("{:064x}", (i as u128) * 0x9E37_79B9_7F4A_7C15),
+        );
+    }
+    let vector = matches!(part, "vectors" | "periodic" | "append").then(|| {
+        (0..dim)
+            .map(|d| ((i * 31 + d * 7) as f32 * 0.013).sin())
+            .collect()
+    });
+    Document {
+        id: format!("{i:064x}"),
+        vector,
+        fields,
+        ..Default::default()
+    }
+}
+
+fn child(part: &str, n: usize, dim: usize, work: &Path) -> Result<()> {
+    let spec = IndexSpec {
+        dim,
+        model_fingerprint: "bench".into(),
+        model_name: "bench-writer-memory".into(),
+    };
+    // `append` reopens the index the `vectors` run left (in a process of its own, so the
+    // first writer's peak is not this one's).
+    let dir = work.join(format!(
+        "{}-{n}",
+        if part == "append" { "vectors" } else { part }
+    ));
+    let (mut writer, range) = if part == "append" {
+        (IndexWriter::open(&dir)?, n..n + n / 10)
+    } else {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        (IndexWriter::create(&dir, spec)?, 0..n)
+    };
+    let (start, _) = rss_kib()?;
+    let added = range.len();
+    for i in range {
+        writer.add(document(i, part, dim))?;
+        if part == "periodic" && (i + 1) % COMMIT_EVERY == 0 {
+            writer.commit()?;
+        }
+    }
+    let (after_add, _) = rss_kib()?;
+    writer.commit()?;
+    let (_, peak) = rss_kib()?;
+    drop(writer);
+    if part != "vectors" {
+        std::fs::remove_dir_all(&dir).ok();
+    }
+    common::emit(json!({
+        "row": "writer_memory", "part": part, "n": n, "dim": dim, "added": added,
+        "rss_start_kib": start, "rss_after_add_kib": after_add, "peak_kib": peak,
+    }));
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if let Some(c) = &args.child {
+        let n = c[1].parse().context("child N")?;
+        return child(&c[0], n, args.dim, &args.work_dir);
+    }
+    let exe = std::env::current_exe()?;
+    let mut rows = Vec::new();
+    for n in args.n.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let n: usize = n.parse().with_context(|| format!("--n {n}"))?;
+        for part in PARTS {
+            let out = Command::new(&exe)
+                .args(["--dim", &args.dim.to_string(), "--work-dir"])
+                .arg(&args.work_dir)
+                .args(["--child", part, &n.to_string()])
+                .output()
+                .context("running the measurement process")?;
+            if !out.status.success() {
+                bail!("{part} n={n}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let line = String::from_utf8_lossy(&out.stdout);
+            print!("{line}");
+            let v: serde_json::Value = serde_json::from_str(line.trim())?;
+            let kib = |k: &str| v[k].as_f64().unwrap_or(0.0);
+            let added = kib("added").max(1.0);
+            let grow = |k: &str| (kib(k) - kib("rss_start_kib")) * 1024.0 / added;
+            rows.push(format!(
+                "| {part} | {n} | {} | {:.0} | {:.0} | {:.0} |",
+                v["added"],
+                grow("rss_after_add_kib"),
+                grow("peak_kib"),
+                kib("peak_kib") / 1024.0,
+            ));
+        }
+    }
+    eprintln!(
+        "\n| part | N | added | RSS growth after add, B/doc | peak growth, B/doc | peak MiB |"
+    );
+    eprintln!("|---|---|---|---|---|---|");
+    for r in rows {
+        eprintln!("{r}");
+    }
+    Ok(())
+}
