@@ -1,13 +1,19 @@
-//! The writing side: documents are validated and buffered in memory (records, vector rows, the
-//! HNSW graph, tantivy's in-memory segment); `commit` makes them durable and visible.
+//! The writing side: documents are validated and buffered in memory (records, the vector rows
+//! added since the last commit, the HNSW graph, tantivy's in-memory segment); `commit` makes
+//! them durable and visible.
 //!
 //! A commit writes the *new generation's* files (docs, vectors, graph dump) in full rather than
 //! appending to the previous ones. Files a manifest names are therefore never modified, which
 //! lets readers memory-map them without seeing them change, makes the length/CRC checks exact,
 //! and makes crash recovery trivial (anything the manifest does not name is garbage). The cost
-//! is that a commit rewrites all vectors; the graph dump is a full rewrite anyway (hnsw_rs has
-//! no incremental dump), so commits should be batched (thousands of documents, or once at the
-//! end), not issued per document.
+//! is that a commit rewrites all vectors (the committed rows are copied from the previous file,
+//! not held in memory); the graph dump is a full rewrite anyway (hnsw_rs has no incremental
+//! dump), so commits should be batched (thousands of documents, or once at the end), not
+//! issued per document.
+//!
+//! What still grows with the index while a writer is open: the document table (ids and stored
+//! fields) and the HNSW graph, which hnsw_rs builds in memory with its own copy of every
+//! vector. `cargo bench --bench writer_memory` measures each part per document.
 //!
 //! Commit order: tantivy commit -> new data files written and fsync'd -> folder fsync'd ->
 //! manifest replaced atomically -> older generations' files deleted -> tantivy deletions of the
