@@ -156,9 +156,16 @@ fi
 
 # ---------------------------------------------------------------- rows 3 and 5: vectors
 VDATA=$WORK/vectors
-SIZES=$(echo "$GROWTH,$VEC_N,$QUERY_N" | tr ',' '\n' | sort -nu | paste -sd,)
-step "rows 3 and 5: vector data (sizes $GROWTH and $VEC_N, $VEC_QUERIES queries)"
-"$PY" $PEERS/vecdata.py --out-dir "$VDATA" --sizes "$SIZES" --queries "$VEC_QUERIES"
+# Only the sizes the chosen rows read: vecdata.py draws every point at once, so the largest
+# size decides the data (and 1M points take a gigabyte).
+SIZES=""
+[[ ,$ROWS, == *,vectors,* ]] && SIZES="$GROWTH,$VEC_N"
+[[ ,$ROWS, == *,query,* ]] && SIZES="$SIZES,$QUERY_N"
+SIZES=$(echo "$SIZES" | tr ',' '\n' | grep -v '^$' | sort -nu | paste -sd, || true)
+if [ -n "$SIZES" ]; then
+  step "rows 3, 4 and 5: vector data (sizes $SIZES, $VEC_QUERIES queries)"
+  "$PY" $PEERS/vecdata.py --out-dir "$VDATA" --sizes "$SIZES" --queries "$VEC_QUERIES"
+fi
 if [[ ,$ROWS, == *,vectors,* ]]; then
 for n in $(echo "$GROWTH,$VEC_N" | tr ',' '\n' | sort -nu); do
   step "rows 3/5: HNSW on $n vectors (build with $THREADS threads)"
