@@ -228,7 +228,6 @@ impl HnswGraph {
                 let indexation = g.get_point_indexation();
                 let max_level = indexation.get_max_level_observed();
                 let mut points = Vec::with_capacity(indexation.get_nb_point());
-                let mut neighbour_ids = Vec::with_capacity(indexation.get_nb_point());
                 for layer in 0..=usize::from(max_level) {
                     for point in indexation.get_layer_iterator(layer) {
                         visit(point.get_origin_id(), point.get_v());
@@ -239,7 +238,6 @@ impl HnswGraph {
                             rank: id.1,
                             neighbours: Vec::new(),
                         });
-                        neighbour_ids.push(point.get_neighborhood_id());
                     }
                 }
                 let slot: HashMap<(u8, i32), u32> = points
@@ -247,9 +245,14 @@ impl HnswGraph {
                     .enumerate()
                     .map(|(i, p)| ((p.level, p.rank), i as u32))
                     .collect();
+                // A second walk in the same order turns each point's neighbour ids into slots
+                // at once, so hnsw_rs's lists are never all copied out at the same time.
                 let mut dangling = 0usize;
-                for (point, layers) in points.iter_mut().zip(neighbour_ids) {
-                    point.neighbours = layers
+                let walk = (0..=usize::from(max_level))
+                    .flat_map(|layer| indexation.get_layer_iterator(layer));
+                for (point, source) in points.iter_mut().zip(walk) {
+                    point.neighbours = source
+                        .get_neighborhood_id()
                         .into_iter()
                         .map(|layer| {
                             layer
