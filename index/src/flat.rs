@@ -407,21 +407,25 @@ impl FlatGraph {
         }
         let offsets0 = self.section(self.layers[0].offsets);
         let lists0 = self.section(self.layers[0].neighbours);
+        let mut todo: Vec<u32> = Vec::new();
         while let Some(Reverse(Near(d, node))) = candidates.pop() {
             if found.len() >= ef && found.peek().is_some_and(|worst| d > worst.0) {
                 break;
             }
-            let neighbours = self.neighbours(0, node);
-            for &next in neighbours {
+            // The unvisited neighbours, marked now; their first lines start loading at once,
+            // and each one's rest while the distance before it is computed.
+            todo.clear();
+            for &next in self.neighbours(0, node) {
                 if !seen(&visited, next) {
+                    mark(&mut visited, next);
                     vectors.prefetch(rows[next as usize] as usize);
+                    todo.push(next);
                 }
             }
-            for &next in neighbours {
-                if seen(&visited, next) {
-                    continue;
+            for (i, &next) in todo.iter().enumerate() {
+                if let Some(&after) = todo.get(i + 1) {
+                    vectors.prefetch_rest(rows[after as usize] as usize);
                 }
-                mark(&mut visited, next);
                 let dn = distance(next);
                 let worse_than_all = found.len() >= ef && found.peek().is_some_and(|w| dn >= w.0);
                 if worse_than_all {

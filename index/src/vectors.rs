@@ -273,19 +273,28 @@ unsafe fn dot_f16_avx2_fma(a: &[f32], b: &[u16]) -> f32 {
 /// neighbours before computing their distances, so the loads overlap (as hnswlib does).
 #[inline]
 pub(crate) fn prefetch<T>(v: &[T]) {
+    prefetch_lines(v, 0, HEAD_LINES);
+}
+
+/// Cache lines of a row that [`prefetch`] asks for: the first few, enough to start the
+/// hardware prefetcher on the rest without filling the line-fill buffers with every
+/// neighbour's whole row.
+const HEAD_LINES: usize = 4;
+
+/// Lines `skip..skip + take` (of 64 bytes) of `v`.
+#[inline]
+fn prefetch_lines<T>(v: &[T], skip: usize, take: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // A cache line is 64 bytes; the first few lines start the hardware prefetcher on the
-        // rest.
         let per_line = (64 / std::mem::size_of::<T>().max(1)).max(1);
-        for line in v.chunks(per_line).take(4) {
+        for line in v.chunks(per_line).skip(skip).take(take) {
             // SAFETY: prefetching is a hint and never faults; the pointer is to live data.
             unsafe { _mm_prefetch(line.as_ptr().cast::<i8>(), _MM_HINT_T0) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
+    let _ = (v, skip, take);
 }
 
 /// Writes generation file `name`: the first `rows` rows of the committed vector file `entry`
@@ -446,6 +455,17 @@ impl<'a> RowView<'a> {
         match self.data {
             RowData::F32(d) => prefetch(&d[range]),
             RowData::F16(d) => prefetch(&d[range]),
+        }
+    }
+
+    /// The rest of a row after [`Self::prefetch`]'s first lines: asked for one row ahead of
+    /// the distance that reads it.
+    #[inline]
+    pub(crate) fn prefetch_rest(&self, row: usize) {
+        let range = row * self.dim..(row + 1) * self.dim;
+        match self.data {
+            RowData::F32(d) => prefetch_lines(&d[range], HEAD_LINES, usize::MAX),
+            RowData::F16(d) => prefetch_lines(&d[range], HEAD_LINES, usize::MAX),
         }
     }
 
