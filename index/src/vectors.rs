@@ -309,20 +309,23 @@ pub(crate) fn write(
     dim: usize,
     storage: VectorStorage,
 ) -> Result<FileEntry> {
+    let source = match prefix {
+        Some((entry, rows)) => {
+            let path = dir.join(&entry.name);
+            check_len(&path, entry.len, rows as u64, dim, storage)?;
+            Some((entry, path))
+        }
+        None => None,
+    };
+    // (length, CRC-32) of the bytes copied from `source`.
     let mut copied = None;
-    if let Some((entry, rows)) = prefix {
-        let path = dir.join(&entry.name);
-        check_len(&path, entry.len, rows as u64, dim, storage)?;
-        copied = Some((entry, path));
-    }
-    let mut source_crc = None;
     let written = fsio::write_synced(dir, name, |out: &mut dyn Write| {
-        if let Some((entry, path)) = &copied {
+        if let Some((entry, path)) = &source {
             let file = File::open(path)?;
             let mut reader = std::io::BufReader::with_capacity(1 << 20, file).take(entry.len);
             let mut tee = fsio::CrcWriter::new(&mut *out);
-            let copied = std::io::copy(&mut reader, &mut tee)?;
-            source_crc = Some((copied, tee.crc32()));
+            let len = std::io::copy(&mut reader, &mut tee)?;
+            copied = Some((len, tee.crc32()));
         }
         let mut buf = Vec::with_capacity(4 * 4096);
         for chunk in pending.chunks(4096) {
@@ -343,7 +346,7 @@ pub(crate) fn write(
         }
         Ok(())
     })?;
-    if let (Some((entry, path)), Some((len, crc))) = (&copied, source_crc) {
+    if let (Some((entry, path)), Some((len, crc))) = (&source, copied) {
         // The new file is left unnamed by any manifest (and removed later) if this fails.
         fsio::check_entry(path, entry, len, crc)?;
     }

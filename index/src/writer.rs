@@ -39,7 +39,7 @@ use crate::flat::FlatGraph;
 use crate::fsio;
 use crate::graph::{self, HnswGraph, HnswParams};
 use crate::layout;
-use crate::manifest::{FileEntry, HnswFiles, IndexSpec, Manifest};
+use crate::manifest::{HnswFiles, IndexSpec, Manifest};
 use crate::text::TextWriter;
 use crate::vectors::{self, VectorStorage};
 
@@ -699,9 +699,8 @@ pub(crate) fn load_graph(
     rows: u64,
     dim: usize,
 ) -> Result<HnswGraph> {
-    let check = |entry: &FileEntry| -> Result<()> { fsio::verify_file(dir, entry) };
-    check(&files.graph)?;
-    check(&files.data)?;
+    fsio::verify_file(dir, &files.graph)?;
+    fsio::verify_file(dir, &files.data)?;
     let graph = HnswGraph::load(dir, &files.basename)?;
     let path = dir.join(&files.graph.name);
     if graph.len() as u64 != rows || graph.dim() != dim {
