@@ -1,7 +1,9 @@
 //! Row 1 of the peer comparison: DICOM decode + preprocess to model input, images/s per file.
 //!
-//! For every file: `cxr_search::ingest::decode_file` then `cxr_search::model::to_model_input`
-//! with the model's `PreprocessConfig`, repeated for at least `--seconds`. With one thread
+//! For every file: `cxr_search::ingest::decode_file` with the decode options `cxr index` uses
+//! (`min_side` from the model, so JPEG 2000 stops at the wavelet level the model needs), then
+//! `cxr_search::model::to_model_input` with the model's `PreprocessConfig`, repeated for at
+//! least `--seconds`. With one thread
 //! (`RAYON_NUM_THREADS=1`) the loop is sequential; with more, copies of the file are decoded
 //! in parallel by rayon's global pool, as the indexer's decode workers do. The model input of
 //! each file is written to `--dump-dir` so the Python peer can check it computes the same thing.
@@ -49,7 +51,11 @@ fn main() -> Result<()> {
     )
     .with_context(|| format!("parsing {}", config_path.display()))?;
     let pre = config.image.preprocess().clone();
-    let opts = DecodeOptions::default();
+    // As `cxr index` decodes: no finer than the model's preprocessing needs.
+    let opts = DecodeOptions {
+        min_side: Some(pre.min_source_side()),
+        ..DecodeOptions::default()
+    };
     let threads = common::threads();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&args.dicom_dir)
         .with_context(|| format!("listing {}", args.dicom_dir.display()))?

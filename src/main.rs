@@ -490,6 +490,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Decoding for images that `model` will embed: no finer than its preprocessing needs, so that
+/// index and query images go through the same decode.
+fn decode_options_for(model: Option<&DualEncoder>) -> DecodeOptions {
+    DecodeOptions {
+        min_side: model
+            .and_then(DualEncoder::preprocess_config)
+            .map(|p| p.min_source_side()),
+        ..DecodeOptions::default()
+    }
+}
+
 fn load_model(args: &ModelArgs) -> Result<DualEncoder> {
     let dir = args.model.clone().unwrap_or_else(model::default_model_dir);
     let device = model::device(&args.device)?;
@@ -610,6 +621,7 @@ fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
         decode: DecodeOptions {
             max_pixels: args.max_pixels,
             patient_salt: privacy.salt().to_string(),
+            ..decode_options_for(Some(&model))
         },
         privacy: &privacy,
         batch_size: args.batch_size,
@@ -803,7 +815,7 @@ fn cmd_search(args: SearchArgs) -> Result<ExitCode> {
     let (mut hits, query_text) = match (&args.text, &args.image) {
         (Some(text), _) => (searcher.search_text(text, &opts)?, text.clone()),
         (None, Some(path)) => {
-            let decoded = ingest::decode_file(path, &DecodeOptions::default())?;
+            let decoded = ingest::decode_file(path, &decode_options_for(model.as_ref()))?;
             (searcher.search_image(&decoded.image, &opts)?, String::new())
         }
         (None, None) => bail!("give --text or --image"),
@@ -974,7 +986,7 @@ fn cmd_eval(args: EvalArgs) -> Result<ExitCode> {
             }
             eval::QueryKind::Image(path) => {
                 image_queries += 1;
-                let decoded = ingest::decode_file(path, &DecodeOptions::default())
+                let decoded = ingest::decode_file(path, &decode_options_for(model.as_ref()))
                     .with_context(|| format!("query {}", q.id))?;
                 searcher.search_image(&decoded.image, &opts)?
             }
@@ -1229,13 +1241,14 @@ fn cmd_classify(args: ClassifyArgs) -> Result<ExitCode> {
             Err((path, reason)) => eprintln!("cxr: {}: {reason}", path.display()),
         }
     }
+    let decode_options = decode_options_for(Some(&model));
     let mut ids = Vec::new();
     let mut embeddings = Vec::new();
     let mut failed = 0usize;
     for chunk in files.chunks(args.batch_size.max(1)) {
         let mut inputs = Vec::new();
         for path in chunk {
-            match ingest::decode_file(path, &DecodeOptions::default()) {
+            match ingest::decode_file(path, &decode_options) {
                 Ok(d) => {
                     inputs.push(model.prepare_image(&d.image));
                     ids.push(path.clone());

@@ -10,7 +10,9 @@
 //!    unsafe or pointless to read in full: Rows x Columns (and frames x samples) above
 //!    [`DecodeOptions::max_pixels`], transfer syntaxes this build cannot decode.
 //! 2. **Read the whole file and decode the stored values** of frame 0 with dicom-pixeldata
-//!    (native, JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE). 8 to 16 bits stored,
+//!    (native, JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE). A grey JPEG 2000
+//!    frame is decoded at a reduced resolution first when [`DecodeOptions::min_side`] allows it
+//!    ([`super::jpeg2000`]). 8 to 16 bits stored,
 //!    signed or unsigned, Bits Stored < Bits Allocated are handled by dicom-pixeldata's
 //!    lookup, which masks each sample to Bits Stored and sign-extends it.
 //! 3. **Modality LUT** (PS3.3 C.11.1): the Modality LUT Sequence (0028,3000) when present,
@@ -73,7 +75,8 @@ use super::window::{
     apply_linear_window, invert, percentile_window, LookupTable, VoiFunction, VoiWindow,
 };
 use super::{
-    alloc_ceiling, dicom_scan, DecodeOptions, DecodedFile, GreyImage, ImageMeta, IngestError,
+    alloc_ceiling, dicom_scan, jpeg2000, DecodeOptions, DecodedFile, GreyImage, ImageMeta,
+    IngestError,
 };
 
 /// Decodes the first frame of a DICOM image and reads its metadata.
@@ -119,7 +122,7 @@ fn decode_from(
     let meta = image_meta(&header, opts);
     drop(header);
 
-    let obj = read_object(source, layout, false, data_len)
+    let mut obj = read_object(source, layout, false, data_len)
         .map_err(|e| e.into_ingest_error(path, "cannot read the data set"))?;
     if obj.get(tags::PIXEL_DATA).is_none() {
         return Err(IngestError::NoPixelData {
@@ -131,6 +134,13 @@ fn decode_from(
     check_size(path, &obj, opts.max_pixels)?;
     check_pixel_module(path, &obj)?;
     check_rle_frame(path, &obj)?;
+    if let Some(min_side) = opts.min_side {
+        // Like every codec call here, under `catch_unwind`; a panic leaves `obj` as it was (it
+        // is only changed after a successful decode), and the full decode reports the fault.
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            jpeg2000::reduce_frame(&mut obj, min_side)
+        }));
+    }
     let image = decode_pixels(path, &obj)?;
     Ok(DecodedFile { image, meta })
 }
@@ -1524,11 +1534,70 @@ mod tests {
             }
             let path = dir.path().join(format!("bad-{name}"));
             std::fs::write(&path, &bytes).unwrap();
-            // Garbage pixels or an error are both fine; a panic is not.
-            if let Ok(out) = decode(&path, &DecodeOptions::default()) {
-                assert!(out.image.pixels.iter().all(|v| (0.0..=1.0).contains(v)));
+            // Garbage pixels or an error are both fine; a panic is not. With `min_side`, the
+            // JPEG 2000 files also go through the reduced decode first.
+            for min_side in [None, Some(224)] {
+                let opts = DecodeOptions {
+                    min_side,
+                    ..DecodeOptions::default()
+                };
+                if let Ok(out) = decode(&path, &opts) {
+                    assert!(out.image.pixels.iter().all(|v| (0.0..=1.0).contains(v)));
+                }
             }
         }
+    }
+
+    /// `image` averaged over a `cells x cells` grid: what survives any resize to a small input.
+    fn grid_means(image: &GreyImage, cells: usize) -> Vec<f32> {
+        let mut sums = vec![(0f64, 0u32); cells * cells];
+        for y in 0..image.height {
+            for x in 0..image.width {
+                let cell = (y * cells / image.height) * cells + x * cells / image.width;
+                sums[cell].0 += f64::from(image.pixels[y * image.width + x]);
+                sums[cell].1 += 1;
+            }
+        }
+        sums.iter()
+            .map(|(s, n)| (*s / f64::from(*n)) as f32)
+            .collect()
+    }
+
+    #[test]
+    fn jpeg2000_stops_at_the_coarsest_level_the_model_needs() {
+        let reduced = DecodeOptions {
+            min_side: Some(224),
+            ..DecodeOptions::default()
+        };
+        for name in ["rg1-j2ki.dcm", "rg1-j2kr.dcm"] {
+            let Some(path) = shared_dicom(name) else {
+                return;
+            };
+            let full = decode(&path, &DecodeOptions::default()).unwrap().image;
+            let small = decode(&path, &reduced).unwrap().image;
+            let (short, small_short) = (full.width.min(full.height), small.width.min(small.height));
+            assert!(
+                (224..448).contains(&small_short),
+                "{name}: {}x{} from {}x{}",
+                small.width,
+                small.height,
+                full.width,
+                full.height
+            );
+            assert!(small_short * 4 <= short, "{name}: not reduced");
+            // The same picture: the same window, the same grey levels, region by region.
+            let (a, b) = (grid_means(&full, 16), grid_means(&small, 16));
+            let mean_diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum::<f32>() / 256.0;
+            assert!(mean_diff < 0.01, "{name}: mean difference {mean_diff}");
+        }
+        // Other transfer syntaxes decode exactly as without `min_side`.
+        let Some(path) = shared_dicom("rg1-uncr.dcm") else {
+            return;
+        };
+        let full = decode(&path, &DecodeOptions::default()).unwrap().image;
+        let same = decode(&path, &reduced).unwrap().image;
+        assert_eq!((full.width, full.height), (same.width, same.height));
+        assert_eq!(full.pixels, same.pixels);
     }
 
     #[test]

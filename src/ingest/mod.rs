@@ -4,11 +4,13 @@
 //! Every decoder returns a [`GreyImage`]: one channel, `f32` in `[0, 1]`, 0 = black, after the
 //! Modality LUT, the VOI LUT or window (or a percentile window where the file has none) and
 //! MONOCHROME1 inversion, at the file's full resolution. Resizing to the model's input is the
-//! model's preprocessing, not ingest's.
+//! model's preprocessing, not ingest's; the one exception is a decoder that can produce a lower
+//! resolution for less work ([`DecodeOptions::min_side`]).
 
 pub mod alloc_ceiling;
 pub mod dicom;
 pub mod dicom_scan;
+pub mod jpeg2000;
 pub mod negation;
 pub mod raster;
 pub mod reports;
@@ -17,7 +19,8 @@ pub mod window;
 
 use std::path::{Path, PathBuf};
 
-/// A decoded image: one grey channel in `[0, 1]` (0 = black), row-major, full resolution.
+/// A decoded image: one grey channel in `[0, 1]` (0 = black), row-major, full resolution unless
+/// [`DecodeOptions::min_side`] allowed less.
 #[derive(Debug, Clone)]
 pub struct GreyImage {
     pub width: usize,
@@ -53,6 +56,11 @@ pub struct DecodeOptions {
     pub max_pixels: u64,
     /// Secret mixed into [`ImageMeta::patient_hash`]; each index keeps its own.
     pub patient_salt: String,
+    /// The shortest side, in pixels, that the consumer of the image needs (for the encoder:
+    /// `PreprocessConfig::min_source_side`). Decoders that can stop at a lower resolution for
+    /// less work, JPEG 2000's wavelet levels (see [`jpeg2000`]), stop at the coarsest one whose
+    /// shorter side is still at least this. `None`: full resolution.
+    pub min_side: Option<u32>,
 }
 
 impl Default for DecodeOptions {
@@ -61,6 +69,7 @@ impl Default for DecodeOptions {
             // 64 Mpx: well above the largest clinical detector (43x43 cm at 0.1 mm is 18.5 Mpx).
             max_pixels: 64 * 1024 * 1024,
             patient_salt: String::new(),
+            min_side: None,
         }
     }
 }

@@ -105,6 +105,24 @@ pub struct PreprocessConfig {
     pub crop_rounding: CropRounding,
 }
 
+impl PreprocessConfig {
+    /// The shortest side a source image needs for the resize to shrink it, never enlarge it:
+    /// the resized shorter side for [`ResizeMode::ShortestSideCentreCrop`], the input's side
+    /// otherwise. Decoders may stop at any resolution at least this large
+    /// (`DecodeOptions::min_side`), which the resize then averages down as it would the full
+    /// image.
+    pub fn min_source_side(&self) -> u32 {
+        let side = match self.resize {
+            ResizeMode::ShortestSideCentreCrop => self
+                .resize_to
+                .unwrap_or(self.image_size)
+                .max(self.image_size),
+            ResizeMode::Squash | ResizeMode::LongestSidePad => self.image_size,
+        };
+        u32::try_from(side).unwrap_or(u32::MAX)
+    }
+}
+
 /// Resampling filters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
