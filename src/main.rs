@@ -19,12 +19,16 @@ use cxr_search::search::{self, SearchOptions, Searcher};
 
 mod maintenance;
 
-/// The system allocator with a per-thread ceiling on single allocations, which DICOM parsing
-/// sets from the file's length: a declared length the file does not back fails to reserve
-/// instead of taking the memory (see `cxr_search::ingest::alloc_ceiling`).
+/// mimalloc with a per-thread ceiling on single allocations, which DICOM parsing sets from the
+/// file's length: a declared length the file does not back fails to reserve instead of taking
+/// the memory (see `cxr_search::ingest::alloc_ceiling`).
+///
+/// mimalloc keeps freed pages for reuse, where glibc's malloc hands the full-resolution decode
+/// buffers of each image back to the kernel and faults them in again for the next one: that
+/// was over half of a native DICOM decode (benches/README.md, row 1).
 #[global_allocator]
-static ALLOCATOR: cxr_search::ingest::alloc_ceiling::CeilingAllocator =
-    cxr_search::ingest::alloc_ceiling::CeilingAllocator;
+static ALLOCATOR: cxr_search::ingest::alloc_ceiling::CeilingAllocator<mimalloc::MiMalloc> =
+    cxr_search::ingest::alloc_ceiling::CeilingAllocator::new(mimalloc::MiMalloc);
 
 #[derive(Parser)]
 #[command(

@@ -17,7 +17,7 @@ use cxr_search::ingest::alloc_ceiling::CeilingAllocator;
 
 // As in `cxr`: dicom-rs's reservations are bounded by the data set's length while it parses.
 #[global_allocator]
-static ALLOCATOR: CeilingAllocator = CeilingAllocator;
+static ALLOCATOR: CeilingAllocator = CeilingAllocator::system();
 
 type Entry = fn(&[u8]) -> String;
 

@@ -8,6 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+/// The allocator `cxr` runs with (src/main.rs), so that the benches measure what users run.
+#[global_allocator]
+static ALLOCATOR: cxr_search::ingest::alloc_ceiling::CeilingAllocator<mimalloc::MiMalloc> =
+    cxr_search::ingest::alloc_ceiling::CeilingAllocator::new(mimalloc::MiMalloc);
+
 /// Prints one JSON object as a line on stdout (what `benches/collect.py` reads).
 pub fn emit(value: serde_json::Value) {
     println!("{value}");

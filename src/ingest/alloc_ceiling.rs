@@ -11,7 +11,8 @@
 //! fallible reservation (dicom-rs's) then fails with an error instead of taking the memory.
 //!
 //! The ceiling only acts where the program installs the allocator (`cxr`, the fuzz targets and
-//! the tests that check it do): `#[global_allocator] static A: CeilingAllocator = CeilingAllocator;`.
+//! the tests that check it do), over the system allocator or another one:
+//! `#[global_allocator] static A: CeilingAllocator = CeilingAllocator::system();`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -22,25 +23,39 @@ thread_local! {
     static CEILING: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-/// The system allocator, returning null for any allocation (or reallocation) larger than the
-/// ceiling the calling thread has set with [`with_ceiling`]. Outside `with_ceiling` it is the
-/// system allocator.
+/// An allocator (the system's by default) returning null for any allocation (or reallocation)
+/// larger than the ceiling the calling thread has set with [`with_ceiling`]. Outside
+/// `with_ceiling` it is the allocator it wraps.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CeilingAllocator;
+pub struct CeilingAllocator<A = System> {
+    inner: A,
+}
+
+impl CeilingAllocator<System> {
+    pub const fn system() -> Self {
+        Self { inner: System }
+    }
+}
+
+impl<A: GlobalAlloc> CeilingAllocator<A> {
+    pub const fn new(inner: A) -> Self {
+        Self { inner }
+    }
+}
 
 fn over_ceiling(size: usize) -> bool {
     CEILING.try_with(|c| size > c.get()).unwrap_or(false)
 }
 
-// SAFETY: every call is forwarded unchanged to `System`, except requests over the ceiling,
-// which get null: the documented way for an allocator to report failure.
-unsafe impl GlobalAlloc for CeilingAllocator {
+// SAFETY: every call is forwarded unchanged to the wrapped allocator, except requests over the
+// ceiling, which get null: the documented way for an allocator to report failure.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for CeilingAllocator<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if over_ceiling(layout.size()) {
             return std::ptr::null_mut();
         }
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, passed on as is.
-        unsafe { System.alloc(layout) }
+        unsafe { self.inner.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
@@ -48,12 +63,12 @@ unsafe impl GlobalAlloc for CeilingAllocator {
             return std::ptr::null_mut();
         }
         // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
+        unsafe { self.inner.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System` through this allocator, with this layout.
-        unsafe { System.dealloc(ptr, layout) }
+        // SAFETY: `ptr` came from the wrapped allocator through this one, with this layout.
+        unsafe { self.inner.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -61,7 +76,7 @@ unsafe impl GlobalAlloc for CeilingAllocator {
             return std::ptr::null_mut();
         }
         // SAFETY: as for `dealloc`; the caller upholds `realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { self.inner.realloc(ptr, layout, new_size) }
     }
 }
 
@@ -85,7 +100,7 @@ mod tests {
     use super::*;
 
     #[global_allocator]
-    static ALLOCATOR: CeilingAllocator = CeilingAllocator;
+    static ALLOCATOR: CeilingAllocator = CeilingAllocator::system();
 
     #[test]
     fn reservations_over_the_ceiling_fail_and_the_ceiling_is_lifted_after() {

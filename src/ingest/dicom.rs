@@ -66,13 +66,13 @@ use dicom_dictionary_std::{tags, uids};
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions, ReadError};
 use dicom_pixeldata::{
-    ConvertOptions, DecodedPixelData, ModalityLutOption, PhotometricInterpretation, PixelDecoder,
-    PixelRepresentation, PlanarConfiguration, Rescale, VoiLutFunction, VoiLutOption,
+    DecodedPixelData, Lut, PhotometricInterpretation, PixelDecoder, PixelRepresentation,
+    PlanarConfiguration, Rescale, VoiLutFunction,
 };
 use sha2::{Digest, Sha256};
 
 use super::window::{
-    apply_linear_window, invert, percentile_window, LookupTable, VoiFunction, VoiWindow,
+    apply_linear_window, invert, percentile_window_of_counts, LookupTable, VoiFunction, VoiWindow,
 };
 use super::{
     alloc_ceiling, dicom_scan, jpeg2000, DecodeOptions, DecodedFile, GreyImage, ImageMeta,
@@ -690,58 +690,32 @@ fn decode_pixels(path: &Path, obj: &DefaultDicomObject) -> Result<GreyImage, Ing
         path: path.to_path_buf(),
         reason,
     };
-    let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<Decoded, String> {
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<GreyImage, String> {
         let decoded = obj
             .decode_pixel_data_frame(0)
             .map_err(|e| error_chain(&e))?;
         convert_frame(obj, &decoded)
     }));
-    let decoded = match outcome {
-        Ok(result) => result.map_err(pixel_error)?,
-        Err(panic) => {
-            return Err(pixel_error(format!(
-                "decoder panicked: {}",
-                super::panic_message(panic.as_ref())
-            )));
-        }
-    };
-    let Decoded {
-        width,
-        height,
-        mut pixels,
-        grey,
-    } = decoded;
-
-    if let Some(grey) = grey {
-        voi(&mut pixels, &grey);
-        if grey.monochrome1 {
-            invert(&mut pixels);
-        }
+    match outcome {
+        Ok(result) => result.map_err(pixel_error),
+        Err(panic) => Err(pixel_error(format!(
+            "decoder panicked: {}",
+            super::panic_message(panic.as_ref())
+        ))),
     }
-    Ok(GreyImage {
-        width,
-        height,
-        pixels,
-    })
 }
 
-/// Frame 0 after step 3 of the pipeline (modality values), or final grey for colour images.
-struct Decoded {
-    width: usize,
-    height: usize,
-    pixels: Vec<f32>,
-    /// `None` for colour images, whose pixels are already final.
-    grey: Option<GreyVoi>,
-}
-
-/// What the VOI and inversion steps need to know about a grayscale image.
-struct GreyVoi {
-    voi_lut: Option<LookupTable>,
-    window: Option<VoiWindow>,
-    monochrome1: bool,
-}
-
-fn convert_frame(obj: &InMemDicomObject, decoded: &DecodedPixelData) -> Result<Decoded, String> {
+/// Frame 0 through steps 3 to 5 of the pipeline (colour images: to luma).
+///
+/// A grey image's stored values are integers of at most 16 bits, so steps 3 to 5 are one
+/// function of the stored value. It is evaluated once per possible value into a table (at most
+/// 65,536 entries), and each pixel is then a single lookup: the per-pixel cost of the Modality
+/// LUT, the window and the inversion no longer grows with their complexity, and no
+/// intermediate full-resolution image is made. The table's entries are computed exactly as the
+/// per-pixel steps would compute them (dicom-pixeldata's own rescale table, then the same
+/// `f32` window arithmetic), so the pixels are the same bit for bit; the percentile window,
+/// which depends on the image, comes from a histogram of the stored values.
+fn convert_frame(obj: &InMemDicomObject, decoded: &DecodedPixelData) -> Result<GreyImage, String> {
     let width = decoded.columns() as usize;
     let height = decoded.rows() as usize;
     let n = width * height;
@@ -750,63 +724,85 @@ fn convert_frame(obj: &InMemDicomObject, decoded: &DecodedPixelData) -> Result<D
 
     if !pi.is_monochrome() {
         let pixels = colour_to_luma(decoded, n)?;
-        return Ok(Decoded {
+        return Ok(GreyImage {
             width,
             height,
             pixels,
-            grey: None,
         });
     }
     if spp != 1 {
         return Err(format!("{pi} with {spp} samples per pixel"));
     }
-
-    let modality_lut = modality_lut_sequence(obj, decoded.pixel_representation())?;
-    // dicom-pixeldata's lookup masks each sample to Bits Stored and sign-extends it; with the
-    // identity rescale it yields the stored values, which the Modality LUT Sequence then maps.
-    let modality = match &modality_lut {
-        Some(_) => ModalityLutOption::Override(Rescale::new(1.0, 0.0)),
-        None => ModalityLutOption::Default,
-    };
-    let options = ConvertOptions::new()
-        .with_modality_lut(modality)
-        .with_voi_lut(VoiLutOption::Identity);
-    let mut pixels: Vec<f32> = decoded
-        .to_vec_frame_with_options(0, &options)
-        .map_err(|e| error_chain(&e))?;
-    if pixels.len() < n {
+    let repr = decoded.pixel_representation();
+    let bytes_per_sample = usize::from(decoded.bits_allocated().div_ceil(8));
+    let data = decoded.frame_data(0).map_err(|e| error_chain(&e))?;
+    if data.len() < n * bytes_per_sample {
         return Err(format!(
             "{} samples decoded for {width}x{height}",
-            pixels.len()
+            data.len() / bytes_per_sample
         ));
     }
-    pixels.truncate(n);
+    let data = &data[..n * bytes_per_sample];
+
+    // Step 3. dicom-pixeldata's rescale table masks each sample to Bits Stored and sign-extends
+    // it; with the identity rescale it yields the stored values, which the Modality LUT
+    // Sequence then maps (the sequence replaces the rescale, PS3.3 C.11.1).
+    let modality_lut = modality_lut_sequence(obj, repr)?;
+    let rescale = match &modality_lut {
+        Some(_) => Rescale::new(1.0, 0.0),
+        None => decoded
+            .rescale()
+            .map_err(|e| error_chain(&e))?
+            .first()
+            .copied()
+            .unwrap_or(Rescale::new(1.0, 0.0)),
+    };
+    let bits = decoded.bits_stored();
+    let rescaled = Lut::<f32>::new_rescale(bits, repr == PixelRepresentation::Signed, rescale)
+        .map_err(|e| error_chain(&e))?;
+    let mask = (1u32 << bits) - 1;
+    let mut table: Vec<f32> = (0..=mask).map(|code| rescaled.get(code)).collect();
     if let Some(lut) = &modality_lut {
-        lut.apply(&mut pixels);
+        lut.apply(&mut table);
     }
 
-    let grey = GreyVoi {
-        voi_lut: voi_lut_sequence(obj, decoded.pixel_representation())?,
-        window: first_window(decoded),
-        monochrome1: *pi == PhotometricInterpretation::Monochrome1,
-    };
-    Ok(Decoded {
+    // Step 4: VOI LUT Sequence, else window, else the percentile window of this image.
+    if let Some(lut) = voi_lut_sequence(obj, repr)? {
+        lut.apply_voi(&mut table);
+    } else if let Some(window) = first_window(decoded) {
+        window.apply(&mut table);
+    } else {
+        let mut counts = vec![0u32; table.len()];
+        for_each_code(data, bytes_per_sample, mask, |code| counts[code] += 1);
+        let (lo, hi) = percentile_window_of_counts(&table, &counts);
+        apply_linear_window(&mut table, lo, hi);
+    }
+    // Step 5.
+    if *pi == PhotometricInterpretation::Monochrome1 {
+        invert(&mut table);
+    }
+    let mut pixels = Vec::with_capacity(n);
+    for_each_code(data, bytes_per_sample, mask, |code| {
+        pixels.push(table[code])
+    });
+    Ok(GreyImage {
         width,
         height,
         pixels,
-        grey: Some(grey),
     })
 }
 
-/// Step 4: VOI LUT Sequence, else window, else percentile window.
-fn voi(pixels: &mut [f32], grey: &GreyVoi) {
-    if let Some(lut) = &grey.voi_lut {
-        lut.apply_voi(pixels);
-    } else if let Some(window) = &grey.window {
-        window.apply(pixels);
+/// Calls `f` with each sample of `data` masked to Bits Stored: one byte per sample, or two in
+/// the machine's order (dicom-pixeldata's decoded layout).
+fn for_each_code(data: &[u8], bytes_per_sample: usize, mask: u32, mut f: impl FnMut(usize)) {
+    if bytes_per_sample == 1 {
+        for &b in data {
+            f((u32::from(b) & mask) as usize);
+        }
     } else {
-        let (lo, hi) = percentile_window(pixels);
-        apply_linear_window(pixels, lo, hi);
+        for b in data.chunks_exact(2) {
+            f((u32::from(u16::from_ne_bytes([b[0], b[1]])) & mask) as usize);
+        }
     }
 }
 
@@ -1546,6 +1542,145 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Steps 3 to 5 pixel by pixel, as they were computed before the table of
+    /// [`convert_frame`]: dicom-pixeldata's conversion to `f32` modality values, then the
+    /// window (or percentile window) and the inversion over the whole image.
+    fn reference_grey(obj: &DefaultDicomObject) -> Vec<f32> {
+        use dicom_pixeldata::{ConvertOptions, ModalityLutOption, VoiLutOption};
+        let decoded = obj.decode_pixel_data_frame(0).unwrap();
+        let repr = decoded.pixel_representation();
+        let modality_lut = modality_lut_sequence(obj, repr).unwrap();
+        let modality = match &modality_lut {
+            Some(_) => ModalityLutOption::Override(Rescale::new(1.0, 0.0)),
+            None => ModalityLutOption::Default,
+        };
+        let options = ConvertOptions::new()
+            .with_modality_lut(modality)
+            .with_voi_lut(VoiLutOption::Identity);
+        let mut pixels: Vec<f32> = decoded.to_vec_frame_with_options(0, &options).unwrap();
+        pixels.truncate(decoded.rows() as usize * decoded.columns() as usize);
+        if let Some(lut) = &modality_lut {
+            lut.apply(&mut pixels);
+        }
+        if let Some(lut) = voi_lut_sequence(obj, repr).unwrap() {
+            lut.apply_voi(&mut pixels);
+        } else if let Some(window) = first_window(&decoded) {
+            window.apply(&mut pixels);
+        } else {
+            let (lo, hi) = super::super::window::percentile_window(&pixels);
+            apply_linear_window(&mut pixels, lo, hi);
+        }
+        if *decoded.photometric_interpretation() == PhotometricInterpretation::Monochrome1 {
+            invert(&mut pixels);
+        }
+        pixels
+    }
+
+    fn assert_same_bits(name: &str, ours: &[f32], reference: &[f32]) {
+        assert_eq!(ours.len(), reference.len(), "{name}");
+        let first = ours
+            .iter()
+            .zip(reference)
+            .position(|(a, b)| a.to_bits() != b.to_bits());
+        if let Some(i) = first {
+            panic!("{name}: pixel {i} is {} against {}", ours[i], reference[i]);
+        }
+    }
+
+    #[test]
+    fn the_per_value_table_gives_the_per_pixel_pipelines_pixels() {
+        let dir = tempfile::tempdir().unwrap();
+        // 12 bits stored in 16, garbage in the high bits of one sample; with and without a
+        // window, rescale, MONOCHROME1, signed values, 8 bits, and a Modality LUT Sequence.
+        let mut pixels: Vec<u16> = (0..64u16).map(|i| i * 61 % 4096).collect();
+        pixels[5] |= 0xF000;
+        let with = |extra: Vec<(Tag, VR, &str)>| -> Vec<DataElement<InMemDicomObject>> {
+            let mono2 = (tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
+            std::iter::once(mono2)
+                .chain(extra)
+                .map(|(t, vr, v)| cs(t, vr, v))
+                .collect()
+        };
+        let cases: Vec<(&str, Vec<DataElement<InMemDicomObject>>)> = vec![
+            ("percentile", with(vec![])),
+            (
+                "window-rescale-mono1",
+                with(vec![
+                    (tags::RESCALE_SLOPE, VR::DS, "0.5"),
+                    (tags::RESCALE_INTERCEPT, VR::DS, "-100"),
+                    (tags::WINDOW_CENTER, VR::DS, "700"),
+                    (tags::WINDOW_WIDTH, VR::DS, "1501"),
+                    (tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME1"),
+                ]),
+            ),
+            (
+                "signed-sigmoid",
+                with(vec![
+                    (tags::WINDOW_CENTER, VR::DS, "0"),
+                    (tags::WINDOW_WIDTH, VR::DS, "3000"),
+                    (tags::VOILUT_FUNCTION, VR::CS, "SIGMOID"),
+                ]),
+            ),
+            (
+                "signed-percentile-rescale",
+                with(vec![
+                    (tags::RESCALE_SLOPE, VR::DS, "3"),
+                    (tags::RESCALE_INTERCEPT, VR::DS, "7.25"),
+                ]),
+            ),
+        ];
+        for (name, mut extra) in cases {
+            if name.starts_with("signed") {
+                extra.push(DataElement::new(
+                    tags::PIXEL_REPRESENTATION,
+                    VR::US,
+                    PrimitiveValue::from(1u16),
+                ));
+            }
+            let path = write_image(dir.path(), name, 8, 8, Some(pixels.clone()), extra);
+            let obj = OpenFileOptions::new().open_file(&path).unwrap();
+            let ours = decode(&path, &DecodeOptions::default())
+                .unwrap()
+                .image
+                .pixels;
+            assert_same_bits(name, &ours, &reference_grey(&obj));
+        }
+        // Every grey file of the shared set: native, JPEG, JPEG-LS, JPEG 2000, a Modality LUT
+        // Sequence, MONOCHROME1, no window.
+        let Some(dicom_dir) = shared_dicom("") else {
+            return;
+        };
+        let mut names: Vec<_> = std::fs::read_dir(&dicom_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+            .collect();
+        names.sort();
+        let mut compared = 0;
+        for path in names {
+            let name = path.display().to_string();
+            let opts = DecodeOptions::default();
+            let (Ok(out), Ok((_, layout, len))) = (
+                decode(&path, &opts),
+                open_header(&path, Source::File(&path), &opts),
+            ) else {
+                continue;
+            };
+            let Ok(obj) = read_object(Source::File(&path), layout, false, len) else {
+                continue;
+            };
+            let Ok(decoded) = obj.decode_pixel_data_frame(0) else {
+                continue;
+            };
+            if !decoded.photometric_interpretation().is_monochrome() {
+                continue;
+            }
+            assert_same_bits(&name, &out.image.pixels, &reference_grey(&obj));
+            compared += 1;
+        }
+        assert!(compared >= 6, "only {compared} shared files compared");
     }
 
     /// `image` averaged over a `cells x cells` grid: what survives any resize to a small input.

@@ -19,6 +19,7 @@ mod pil;
 mod prenorm_vit;
 mod preprocess;
 mod towers;
+mod triangle;
 
 pub use checkpoint::ModelLayout;
 pub use config::{

@@ -1,9 +1,8 @@
 //! From a decoded [`GreyImage`] to the tower's input: resize, channel layout, normalisation.
 
-use image::{imageops, ImageBuffer, Luma};
-
 use super::config::{CropRounding, PreprocessConfig, Resample, ResizeMode};
 use super::pil::{self, PilFilter};
+use super::triangle;
 use crate::ingest::GreyImage;
 
 /// Returns the `(channels, size, size)` input of one image, flattened channel-major.
@@ -96,51 +95,47 @@ fn fit_square_pil(image: &GreyImage, cfg: &PreprocessConfig, filter: PilFilter) 
 }
 
 fn fit_square(image: &GreyImage, size: usize, mode: ResizeMode) -> Vec<f32> {
-    let (w, h) = (image.width as u32, image.height as u32);
-    let side = size as u32;
-    let Some(buf) = ImageBuffer::<Luma<f32>, &[f32]>::from_raw(w, h, &image.pixels[..]) else {
+    let (w, h) = (image.width, image.height);
+    if w == 0 || h == 0 || image.pixels.len() != w * h {
         // Pixel count and dimensions disagree: only a bug upstream can cause it; give black.
         return vec![0.0; size * size];
-    };
-    if w == 0 || h == 0 {
-        return vec![0.0; size * size];
     }
-    let filter = imageops::FilterType::Triangle;
+    let resize = |nw: usize, nh: usize| triangle::resize(&image.pixels, w, h, nw, nh);
     match mode {
-        ResizeMode::Squash => {
-            if (w, h) == (side, side) {
-                image.pixels.clone()
-            } else {
-                imageops::resize(&buf, side, side, filter).into_raw()
-            }
-        }
+        ResizeMode::Squash => resize(size, size),
         ResizeMode::ShortestSideCentreCrop => {
-            let scale = side as f32 / w.min(h) as f32;
+            let scale = size as f32 / w.min(h) as f32;
             let (nw, nh) = (
-                ((w as f32 * scale).round() as u32).max(side),
-                ((h as f32 * scale).round() as u32).max(side),
+                ((w as f32 * scale).round() as usize).max(size),
+                ((h as f32 * scale).round() as usize).max(size),
             );
-            let resized = imageops::resize(&buf, nw, nh, filter);
-            let (x0, y0) = ((nw - side) / 2, (nh - side) / 2);
-            imageops::crop_imm(&resized, x0, y0, side, side)
-                .to_image()
-                .into_raw()
+            let (x0, y0) = ((nw - size) / 2, (nh - size) / 2);
+            let resized = resize(nw, nh);
+            resized
+                .chunks_exact(nw)
+                .skip(y0)
+                .take(size)
+                .flat_map(|row| &row[x0..x0 + size])
+                .copied()
+                .collect()
         }
         ResizeMode::LongestSidePad => {
-            let scale = side as f32 / w.max(h) as f32;
+            let scale = size as f32 / w.max(h) as f32;
             let (nw, nh) = (
-                ((w as f32 * scale).round() as u32).clamp(1, side),
-                ((h as f32 * scale).round() as u32).clamp(1, side),
+                ((w as f32 * scale).round() as usize).clamp(1, size),
+                ((h as f32 * scale).round() as usize).clamp(1, size),
             );
-            let resized = imageops::resize(&buf, nw, nh, filter);
-            let mut canvas = ImageBuffer::<Luma<f32>, Vec<f32>>::new(side, side);
-            imageops::replace(
-                &mut canvas,
-                &resized,
-                ((side - nw) / 2).into(),
-                ((side - nh) / 2).into(),
-            );
-            canvas.into_raw()
+            let resized = resize(nw, nh);
+            let (x0, y0) = ((size - nw) / 2, (size - nh) / 2);
+            let mut canvas = vec![0.0f32; size * size];
+            for (row, src) in canvas
+                .chunks_exact_mut(size)
+                .skip(y0)
+                .zip(resized.chunks_exact(nw))
+            {
+                row[x0..x0 + nw].copy_from_slice(src);
+            }
+            canvas
         }
     }
 }
