@@ -10,6 +10,7 @@ use candle_transformers::models::{clip, siglip};
 use tokenizers::Tokenizer;
 
 use super::config::PreprocessConfig;
+use super::gelu::gelu_erf;
 use super::prenorm_vit::PreNormVit;
 use super::towers::{BertTower, VitTower};
 
@@ -111,12 +112,12 @@ impl Projection {
         match self {
             Projection::Identity => Ok(x.clone()),
             Projection::Linear(l) => l.forward(x),
-            Projection::Mlp { fc1, fc2 } => fc2.forward(&fc1.forward(x)?.gelu_erf()?),
+            Projection::Mlp { fc1, fc2 } => fc2.forward(&gelu_erf(&fc1.forward(x)?)?),
             Projection::CxrBert {
                 dense_to_hidden,
                 norm,
                 dense_to_output,
-            } => dense_to_output.forward(&norm.forward(&dense_to_hidden.forward(x)?.gelu_erf()?)?),
+            } => dense_to_output.forward(&norm.forward(&gelu_erf(&dense_to_hidden.forward(x)?)?)?),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod cnn;
 mod config;
 mod dual;
 mod encoders;
+mod gelu;
 mod init;
 mod pil;
 mod prenorm_vit;

@@ -134,9 +134,9 @@ impl Block {
         };
         let a = scale(self.attention(&self.norm1.forward(x)?)?, &self.ls1)?;
         let x = (x + a)?;
-        let m = self
-            .fc2
-            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
+        let m = self.fc2.forward(&super::gelu::gelu_erf(
+            &self.fc1.forward(&self.norm2.forward(&x)?)?,
+        )?)?;
         let m = scale(m, &self.ls2)?;
         x + m
     }
