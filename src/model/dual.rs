@@ -13,8 +13,9 @@ use super::checkpoint::{self, ModelLayout};
 use super::cnn::CnnTower;
 use super::config::{ImageTowerConfig, ModelConfig, TextTowerConfig};
 use super::encoders::{ImageEncoder, ImageTower, Padding, Projection, TextEncoder, TextTower};
+use super::prenorm_vit::{PreNormVit, PreNormVitConfig};
 use super::preprocess::to_model_input;
-use super::towers::{BertTower, VitTower};
+use super::towers::BertTower;
 use crate::ingest::GreyImage;
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -175,7 +176,8 @@ impl DualEncoder {
     ) -> candle_core::Result<Self> {
         let image_tower = match &config.image {
             ImageTowerConfig::Vit { config: c, .. } => {
-                ImageTower::Vit(VitTower::new(c, vb.pp("vision_model"))?)
+                let tower = PreNormVitConfig::hf_vit(c);
+                ImageTower::Vit(PreNormVit::new(&tower, vb.pp("vision_model"))?)
             }
             ImageTowerConfig::Cnn { config: c, .. } => {
                 ImageTower::Cnn(CnnTower::new(c, vb.pp("vision_model"))?)

@@ -12,12 +12,12 @@ use tokenizers::Tokenizer;
 use super::config::PreprocessConfig;
 use super::gelu::gelu_erf;
 use super::prenorm_vit::PreNormVit;
-use super::towers::{BertTower, VitTower};
+use super::towers::BertTower;
 
 /// Image towers; each returns one pooled vector per image, before any projection.
 pub(crate) enum ImageTower {
     /// The project's own ViT (HF `ViTModel` names): layer-normed CLS token.
-    Vit(VitTower),
+    Vit(PreNormVit),
     /// CLIP's vision transformer (HF `CLIPVisionModel`): post-layer-normed CLS token.
     Clip(clip::vision_model::ClipVisionTransformer),
     /// SigLIP's vision transformer with its attention-pooling head (`pooler_output`).

@@ -1,11 +1,14 @@
-//! A pre-norm Vision Transformer (Dosovitskiy et al. 2021) reading either timm's tensor names
-//! (open_clip's timm trunks, e.g. BiomedCLIP's ViT-B/16) or Hugging Face DINOv2's
-//! (`Dinov2Model`, e.g. RAD-DINO; Oquab et al. 2023).
+//! A pre-norm Vision Transformer (Dosovitskiy et al. 2021) reading timm's tensor names
+//! (open_clip's timm trunks, e.g. BiomedCLIP's ViT-B/16), Hugging Face DINOv2's (`Dinov2Model`,
+//! e.g. RAD-DINO; Oquab et al. 2023) or Hugging Face ViT's (`ViTModel`: the project's own
+//! image tower).
 //!
 //! candle-transformers' `dinov2` follows Meta's original names with a fixed 518 px input and an
-//! ImageNet head, and its ViT follows HF `ViTModel`; neither reads these two layouts, which
-//! share one computation: patch embedding with a CLS token and learnt positions, blocks of
-//! `x + ls1 * attn(norm1(x))`, `x + ls2 * mlp(norm2(x))`, then a final norm; the image
+//! ImageNet head; neither it nor its ViT reads the first two layouts, and its ViT evaluates the
+//! GELU with a scalar `erf` per element and the attention's softmax in several passes, which
+//! was 10% and more of an image batch. All three layouts share one computation: patch
+//! embedding with a CLS token and learnt positions, blocks of `x + ls1 * attn(norm1(x))`,
+//! `x + ls2 * mlp(norm2(x))` (no layer scale in ViT's), then a final norm; the image
 //! representation is the normed CLS token.
 
 use candle_core::{IndexOp, Module, Result, Tensor, D};
@@ -21,6 +24,11 @@ pub enum VitNames {
     /// `encoder.layer.N.{norm1,attention.attention.{query,key,value},attention.output.dense,
     /// layer_scale1.lambda1,norm2,mlp.fc1,mlp.fc2,layer_scale2.lambda1}`, `layernorm`.
     HfDinov2,
+    /// HF `ViTModel` (no pooler): `embeddings.{cls_token,position_embeddings,
+    /// patch_embeddings.projection}`, `encoder.layer.N.{layernorm_before,
+    /// attention.attention.{query,key,value},attention.output.dense,layernorm_after,
+    /// intermediate.dense,output.dense}`, `layernorm`.
+    HfVit,
 }
 
 /// Architecture of a [`PreNormVit`].
@@ -35,7 +43,31 @@ pub struct PreNormVitConfig {
     pub image_size: usize,
     pub num_channels: usize,
     pub layer_norm_eps: f64,
+    /// The MLP's activation; [`candle_nn::Activation::Gelu`] (exact) in all three layouts'
+    /// usual configs, and then vectorised ([`super::gelu`]).
+    pub hidden_act: candle_nn::Activation,
+    /// Whether the query, key and value projections have biases.
+    pub qkv_bias: bool,
     pub names: VitNames,
+}
+
+impl PreNormVitConfig {
+    /// The project's image tower: a HF `ViTModel` config (candle-transformers' `vit::Config`).
+    pub fn hf_vit(c: &candle_transformers::models::vit::Config) -> Self {
+        Self {
+            hidden_size: c.hidden_size,
+            num_layers: c.num_hidden_layers,
+            num_heads: c.num_attention_heads,
+            mlp_hidden: c.intermediate_size,
+            patch_size: c.patch_size,
+            image_size: c.image_size,
+            num_channels: c.num_channels,
+            layer_norm_eps: c.layer_norm_eps,
+            hidden_act: c.hidden_act,
+            qkv_bias: c.qkv_bias,
+            names: VitNames::HfVit,
+        }
+    }
 }
 
 enum Qkv {
@@ -53,6 +85,7 @@ struct Block {
     fc2: Linear,
     ls2: Option<Tensor>,
     heads: usize,
+    act: candle_nn::Activation,
 }
 
 fn optional(vb: &VarBuilder, size: usize, name: &str) -> Result<Option<Tensor>> {
@@ -67,37 +100,59 @@ impl Block {
     fn new(cfg: &PreNormVitConfig, vb: VarBuilder) -> Result<Self> {
         let h = cfg.hidden_size;
         let eps = cfg.layer_norm_eps;
+        let separate = |vb: &VarBuilder| -> Result<Qkv> {
+            let a = vb.pp("attention.attention");
+            Ok(Qkv::Separate {
+                q: candle_nn::linear_b(h, h, cfg.qkv_bias, a.pp("query"))?,
+                k: candle_nn::linear_b(h, h, cfg.qkv_bias, a.pp("key"))?,
+                v: candle_nn::linear_b(h, h, cfg.qkv_bias, a.pp("value"))?,
+            })
+        };
         let (qkv, proj, ls1, ls2) = match cfg.names {
             VitNames::Timm => (
-                Qkv::Fused(candle_nn::linear(h, 3 * h, vb.pp("attn.qkv"))?),
+                Qkv::Fused(candle_nn::linear_b(
+                    h,
+                    3 * h,
+                    cfg.qkv_bias,
+                    vb.pp("attn.qkv"),
+                )?),
                 candle_nn::linear(h, h, vb.pp("attn.proj"))?,
                 optional(&vb, h, "ls1.gamma")?,
                 optional(&vb, h, "ls2.gamma")?,
             ),
-            VitNames::HfDinov2 => {
-                let a = vb.pp("attention.attention");
-                (
-                    Qkv::Separate {
-                        q: candle_nn::linear(h, h, a.pp("query"))?,
-                        k: candle_nn::linear(h, h, a.pp("key"))?,
-                        v: candle_nn::linear(h, h, a.pp("value"))?,
-                    },
-                    candle_nn::linear(h, h, vb.pp("attention.output.dense"))?,
-                    Some(vb.get(h, "layer_scale1.lambda1")?),
-                    Some(vb.get(h, "layer_scale2.lambda1")?),
-                )
-            }
+            VitNames::HfDinov2 => (
+                separate(&vb)?,
+                candle_nn::linear(h, h, vb.pp("attention.output.dense"))?,
+                Some(vb.get(h, "layer_scale1.lambda1")?),
+                Some(vb.get(h, "layer_scale2.lambda1")?),
+            ),
+            VitNames::HfVit => (
+                separate(&vb)?,
+                candle_nn::linear(h, h, vb.pp("attention.output.dense"))?,
+                None,
+                None,
+            ),
+        };
+        let (norm1, norm2, fc1, fc2) = match cfg.names {
+            VitNames::Timm | VitNames::HfDinov2 => ("norm1", "norm2", "mlp.fc1", "mlp.fc2"),
+            VitNames::HfVit => (
+                "layernorm_before",
+                "layernorm_after",
+                "intermediate.dense",
+                "output.dense",
+            ),
         };
         Ok(Self {
-            norm1: layer_norm(h, eps, vb.pp("norm1"))?,
+            norm1: layer_norm(h, eps, vb.pp(norm1))?,
             qkv,
             proj,
             ls1,
-            norm2: layer_norm(h, eps, vb.pp("norm2"))?,
-            fc1: candle_nn::linear(h, cfg.mlp_hidden, vb.pp("mlp.fc1"))?,
-            fc2: candle_nn::linear(cfg.mlp_hidden, h, vb.pp("mlp.fc2"))?,
+            norm2: layer_norm(h, eps, vb.pp(norm2))?,
+            fc1: candle_nn::linear(h, cfg.mlp_hidden, vb.pp(fc1))?,
+            fc2: candle_nn::linear(cfg.mlp_hidden, h, vb.pp(fc2))?,
             ls2,
             heads: cfg.num_heads,
+            act: cfg.hidden_act,
         })
     }
 
@@ -134,9 +189,12 @@ impl Block {
         };
         let a = scale(self.attention(&self.norm1.forward(x)?)?, &self.ls1)?;
         let x = (x + a)?;
-        let m = self.fc2.forward(&super::gelu::gelu_erf(
-            &self.fc1.forward(&self.norm2.forward(&x)?)?,
-        )?)?;
+        let hidden = self.fc1.forward(&self.norm2.forward(&x)?)?;
+        let hidden = match self.act {
+            candle_nn::Activation::Gelu => super::gelu::gelu_erf(&hidden)?,
+            other => other.forward(&hidden)?,
+        };
+        let m = self.fc2.forward(&hidden)?;
         let m = scale(m, &self.ls2)?;
         x + m
     }
@@ -171,7 +229,7 @@ impl PreNormVit {
                 vb.pp("blocks"),
                 vb.pp("norm"),
             ),
-            VitNames::HfDinov2 => (
+            VitNames::HfDinov2 | VitNames::HfVit => (
                 vb.pp("embeddings.patch_embeddings.projection"),
                 "embeddings.cls_token",
                 "embeddings.position_embeddings",
@@ -197,6 +255,20 @@ impl PreNormVit {
 
     /// `(batch, channels, size, size)` -> `(batch, hidden)`.
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        let cls = self.last_layer(pixels)?.i((.., 0..1, ..))?.contiguous()?;
+        self.norm.forward(&cls)?.squeeze(1)
+    }
+
+    /// The final-normed patch tokens `(batch, patches, hidden)` of the last layer (CLS left
+    /// out), row-major over the patch grid.
+    pub fn patch_tokens(&self, pixels: &Tensor) -> Result<Tensor> {
+        let x = self.last_layer(pixels)?;
+        let n = x.dim(1)?;
+        self.norm.forward(&x.narrow(1, 1, n - 1)?.contiguous()?)
+    }
+
+    /// Every token's state after the last block, before the final norm.
+    fn last_layer(&self, pixels: &Tensor) -> Result<Tensor> {
         let b = pixels.dim(0)?;
         let patches = self
             .patch
@@ -209,6 +281,79 @@ impl PreNormVit {
         for block in &self.blocks {
             x = block.forward(&x)?;
         }
-        self.norm.forward(&x)?.i((.., 0, ..))
+        Ok(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{init_random, InitOptions, ModelConfig, Preset};
+    use candle_core::{DType, Device};
+    use candle_transformers::models::vit;
+
+    /// The project's ViT through candle-transformers' own `vit` modules (what the tower was
+    /// before it moved here) and through [`PreNormVit`] with the same weights.
+    #[test]
+    fn hf_vit_names_compute_what_candle_transformers_vit_computes() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            name: "vit-check".into(),
+            preset: Preset::Small,
+            seed: 11,
+            corpus: vec!["small left pleural effusion".into()],
+        };
+        init_random(dir.path(), &opts).unwrap();
+        let config: ModelConfig =
+            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap())
+                .unwrap();
+        let crate::model::ImageTowerConfig::Vit { config: c, .. } = &config.image else {
+            panic!("the small preset has a ViT image tower");
+        };
+        let device = Device::Cpu;
+        let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+        let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &device).unwrap();
+        let vb = vb.pp("vision_model");
+        let ours = PreNormVit::new(&PreNormVitConfig::hf_vit(c), vb.clone()).unwrap();
+        let embeddings = vit::Embeddings::new(c, false, vb.pp("embeddings")).unwrap();
+        let encoder = vit::Encoder::new(c, vb.pp("encoder")).unwrap();
+        let norm = layer_norm(c.hidden_size, c.layer_norm_eps, vb.pp("layernorm")).unwrap();
+
+        let pixels = Tensor::randn(
+            0f32,
+            1.0,
+            (2, c.num_channels, c.image_size, c.image_size),
+            &device,
+        )
+        .unwrap();
+        let states = encoder
+            .forward(&embeddings.forward(&pixels, None, false).unwrap())
+            .unwrap();
+        let reference_cls = states.i((.., 0, ..)).unwrap().apply(&norm).unwrap();
+        let n = states.dim(1).unwrap();
+        let reference_patches = states
+            .narrow(1, 1, n - 1)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .apply(&norm)
+            .unwrap();
+        let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
+            assert_eq!(a.dims(), b.dims());
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        let cls = ours.forward(&pixels).unwrap();
+        assert!(max_diff(&cls, &reference_cls) < 1e-5);
+        let patches = ours.patch_tokens(&pixels).unwrap();
+        assert!(max_diff(&patches, &reference_patches) < 1e-5);
     }
 }

@@ -82,7 +82,8 @@ struct VitLayer {
     output: Linear,
 }
 
-/// ViT (HF `ViTModel` layout), returning the layer-normed CLS token like `VitTower`.
+/// ViT (HF `ViTModel` layout), returning the layer-normed CLS token like the inference tower
+/// (`PreNormVit` with HF ViT names).
 pub struct TrainVit {
     patch_weight: Tensor,
     patch_bias: Tensor,

@@ -74,6 +74,8 @@ pub(super) fn load(dir: &Path, device: &Device) -> Result<Parts, ModelError> {
         image_size: cfg.image_size,
         num_channels: cfg.num_channels,
         layer_norm_eps: cfg.layer_norm_eps,
+        hidden_act: candle_nn::Activation::Gelu,
+        qkv_bias: true,
         names: VitNames::HfDinov2,
     };
     let default = PreprocessConfig {

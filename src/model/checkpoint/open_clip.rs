@@ -150,6 +150,8 @@ pub(super) fn load(dir: &Path, device: &Device) -> Result<Parts, ModelError> {
         image_size,
         num_channels: weights.dim(&patch_w, 1)?,
         layer_norm_eps: 1e-6,
+        hidden_act: candle_nn::Activation::Gelu,
+        qkv_bias: true,
         names: VitNames::Timm,
     };
     let positions = weights.dim(&format!("{VISUAL}pos_embed"), 1)?;
