@@ -9,6 +9,7 @@
 //! timm and HF DINOv2 names; this module adds the projections, the preprocessing and the
 //! fingerprint that ties an index to the model that built it.
 
+mod attention;
 mod checkpoint;
 pub mod cnn;
 mod config;

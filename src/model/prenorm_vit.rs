@@ -157,8 +157,7 @@ impl Block {
     }
 
     fn attention(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, n, h) = x.dims3()?;
-        let d = h / self.heads;
+        let h = x.dim(2)?;
         let (q, k, v) = match &self.qkv {
             Qkv::Fused(l) => {
                 let qkv = l.forward(x)?;
@@ -170,15 +169,7 @@ impl Block {
             }
             Qkv::Separate { q, k, v } => (q.forward(x)?, k.forward(x)?, v.forward(x)?),
         };
-        let split = |t: Tensor| -> Result<Tensor> {
-            t.reshape((b, n, self.heads, d))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let (q, k, v) = (split(q)?, split(k)?, split(v)?);
-        let scores = (q.matmul(&k.t()?.contiguous()?)? * (d as f64).powf(-0.5))?;
-        let ctx = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
-        let ctx = ctx.transpose(1, 2)?.contiguous()?.reshape((b, n, h))?;
+        let ctx = super::attention::multi_head(&q, &k, &v, self.heads, None)?;
         self.proj.forward(&ctx)
     }
 
