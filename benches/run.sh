@@ -169,8 +169,15 @@ fi
 if [[ ,$ROWS, == *,vectors,* ]]; then
 for n in $(echo "$GROWTH,$VEC_N" | tr ',' '\n' | sort -nu); do
   step "rows 3/5: HNSW on $n vectors (build with $THREADS threads)"
+  # Built in one process, searched in fresh ones, as readers open an index: mapped rows (the
+  # default), then the same index with its rows read onto huge pages.
   RAYON_NUM_THREADS=$THREADS "$VECTORS" --data-dir "$VDATA" --n "$n" \
-    --index-dir "$WORK/vec-index" | tee -a "$RAW"
+    --index-dir "$WORK/vec-index" --build-only --keep | tee -a "$RAW"
+  for placement in mapped huge-pages; do
+    RAYON_NUM_THREADS=$THREADS "$VECTORS" --data-dir "$VDATA" --n "$n" \
+      --index-dir "$WORK/vec-index" --reuse --keep --placement $placement | tee -a "$RAW"
+  done
+  rm -rf "$WORK/vec-index"
   "$PY" $PEERS/vectors.py --impl faiss --data-dir "$VDATA" --n "$n" --threads "$THREADS" \
     | tee -a "$RAW"
   "$PY" $PEERS/vectors.py --impl hnswlib --data-dir "$VDATA" --n "$n" --threads "$THREADS" \
@@ -178,7 +185,9 @@ for n in $(echo "$GROWTH,$VEC_N" | tr ',' '\n' | sort -nu); do
 done
 step "row 3: the same index with f16 vector storage ($VEC_N vectors)"
 RAYON_NUM_THREADS=$THREADS "$VECTORS" --data-dir "$VDATA" --n "$VEC_N" --storage f16 \
-  --index-dir "$WORK/vec-index" | tee -a "$RAW"
+  --index-dir "$WORK/vec-index" --build-only --keep | tee -a "$RAW"
+RAYON_NUM_THREADS=$THREADS "$VECTORS" --data-dir "$VDATA" --n "$VEC_N" --storage f16 \
+  --index-dir "$WORK/vec-index" --reuse | tee -a "$RAW"
 fi
 
 # ---------------------------------------------------------------- row 4: end to end

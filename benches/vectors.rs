@@ -9,10 +9,17 @@
 //! top-10; the first ef reaching `--target` is measured again with all threads (rayon).
 //!
 //! With `--storage f16` the index stores binary16 vectors; it also reports the recall@10 of an
-//! exact scan over them (the cost of the rounding alone, without the graph).
+//! exact scan over them (the cost of the rounding alone, without the graph). With
+//! `--placement huge-pages` readers open the index with `VectorPlacement::HugePages` (the rows
+//! read into memory on 2 MiB pages instead of mapped).
+//!
+//! `run.sh` builds with `--build-only --keep` and searches in a second process with `--reuse`,
+//! as a reader would: searching in the process that built the graph measured the allocator
+//! still taking back the build's millions of freed objects (at 1M vectors, 2 threads ran
+//! slower than 1).
 //!
 //! `cargo bench --bench vectors -- --data-dir DIR --n N --index-dir DIR [--efs 16,32,...]
-//! [--storage f16]`
+//! [--storage f16] [--placement huge-pages] [--build-only] [--keep] [--reuse]`
 
 #[path = "common/mod.rs"]
 mod common;
@@ -23,7 +30,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Parser;
 use cxr_index::{
-    CreateOptions, Document, Index, IndexSpec, IndexWriter, SearchOptions, VectorStorage,
+    CreateOptions, Document, Index, IndexSpec, IndexWriter, SearchOptions, VectorPlacement,
+    VectorStorage,
 };
 use rayon::prelude::*;
 use serde_json::json;
@@ -39,7 +47,7 @@ struct Args {
     index_dir: PathBuf,
     #[arg(
         long,
-        default_value = "16,20,24,28,32,40,48,56,64,72,80,96,112,128,160,192,256,384,512"
+        default_value = "16,20,24,28,32,40,48,56,64,72,80,96,112,128,160,192,224,256,320,384,512"
     )]
     efs: String,
     #[arg(long, default_value_t = 0.95)]
@@ -49,6 +57,12 @@ struct Args {
     /// How the index stores vectors: f32 or f16.
     #[arg(long, default_value = "f32")]
     storage: VectorStorage,
+    /// How readers keep the vector rows: mapped (the default) or huge-pages.
+    #[arg(long, default_value = "mapped", value_parser = parse_placement)]
+    placement: VectorPlacement,
+    /// Build (and keep) the index, then stop: the searches run in a later `--reuse` process.
+    #[arg(long)]
+    build_only: bool,
     /// Keep the index folder afterwards.
     #[arg(long)]
     keep: bool,
@@ -71,7 +85,7 @@ fn main() -> Result<()> {
         ..CreateOptions::default()
     };
     let params = options.hnsw;
-    let label = label(args.storage);
+    let label = label(args.storage, args.placement);
     let base = json!({
         "row": "vectors", "impl": label, "n": args.n, "dim": dim,
         "m": params.max_nb_connection, "ef_construction": params.ef_construction,
@@ -86,6 +100,9 @@ fn main() -> Result<()> {
 
     if !args.reuse {
         build(&args, &data, options, &line)?;
+    }
+    if args.build_only {
+        return Ok(());
     }
 
     let queries: Vec<&[f32]> = (0..data.query_count()).map(|i| data.query(i)).collect();
@@ -126,6 +143,7 @@ fn main() -> Result<()> {
         let options = SearchOptions {
             ef_search: ef,
             exact_threshold: 0,
+            vector_placement: args.placement,
             ..SearchOptions::default()
         };
         let t = Instant::now();
@@ -174,7 +192,7 @@ fn build(
 ) -> Result<()> {
     let dim = data.dim;
     let threads = common::threads();
-    let label = label(args.storage);
+    let label = label(args.storage, args.placement);
     if args.index_dir.exists() {
         std::fs::remove_dir_all(&args.index_dir)
             .with_context(|| format!("removing {}", args.index_dir.display()))?;
@@ -206,9 +224,19 @@ fn build(
     Ok(())
 }
 
-fn label(storage: VectorStorage) -> &'static str {
-    match storage {
-        VectorStorage::F32 => "ours",
-        VectorStorage::F16 => "ours-f16",
+fn label(storage: VectorStorage, placement: VectorPlacement) -> &'static str {
+    match (storage, placement) {
+        (VectorStorage::F32, VectorPlacement::Mapped) => "ours",
+        (VectorStorage::F32, VectorPlacement::HugePages) => "ours-huge",
+        (VectorStorage::F16, VectorPlacement::Mapped) => "ours-f16",
+        (VectorStorage::F16, VectorPlacement::HugePages) => "ours-f16-huge",
+    }
+}
+
+fn parse_placement(s: &str) -> Result<VectorPlacement, String> {
+    match s {
+        "mapped" => Ok(VectorPlacement::Mapped),
+        "huge-pages" => Ok(VectorPlacement::HugePages),
+        _ => Err(format!("unknown placement {s:?} (mapped or huge-pages)")),
     }
 }

@@ -6,6 +6,9 @@ Build uses --threads threads. Queries: for each ef of --efs, all queries in one 
 thread (no Python loop in the timing), recall@10 against the exact top-10; then the smallest
 ef reaching --target recall is measured again with --threads threads.
 
+With --save PATH the built index is written there; with --load PATH a saved index is searched
+instead of building one (no build row), so repeated search sweeps can share one build.
+
 Usage: vectors.py --impl faiss|hnswlib --data-dir DIR --n N --threads T --efs 16,32,...
 """
 
@@ -36,6 +39,12 @@ class Faiss:
         self.faiss.omp_set_num_threads(threads)
         self.index.add(base)
 
+    def save(self, path):
+        self.faiss.write_index(self.index, str(path))
+
+    def load(self, path):
+        self.index = self.faiss.read_index(str(path))
+
     def search(self, queries, k, ef, threads):
         self.faiss.omp_set_num_threads(threads)
         self.index.hnsw.efSearch = ef
@@ -60,6 +69,12 @@ class Hnswlib:
                               random_seed=100)
         self.index.add_items(base, np.arange(len(base)), num_threads=threads)
 
+    def save(self, path):
+        self.index.save_index(str(path))
+
+    def load(self, path):
+        self.index.load_index(str(path))
+
     def search(self, queries, k, ef, threads):
         self.index.set_ef(ef)
         return self.index.knn_query(queries, k=k, num_threads=threads)[0].astype(np.int64)
@@ -77,11 +92,13 @@ def main():
     ap.add_argument("--data-dir", required=True, type=Path)
     ap.add_argument("--n", required=True, type=int)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--efs", default="16,20,24,28,32,40,48,56,64,72,80,96,112,128,160,192,256,384,512")
+    ap.add_argument("--efs", default="16,20,24,28,32,40,48,56,64,72,80,96,112,128,160,192,224,256,320,384,512")
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--ef-construction", type=int, default=200)
     ap.add_argument("--target", type=float, default=0.95)
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--save", type=Path)
+    ap.add_argument("--load", type=Path)
     a = ap.parse_args()
     meta = json.loads((a.data_dir / "meta.json").read_text())
     dim = meta["dim"]
@@ -91,11 +108,16 @@ def main():
     impl = {"faiss": Faiss, "hnswlib": Hnswlib}[a.impl](dim, a.m, a.ef_construction)
     common = dict(row="vectors", impl=a.impl, n=a.n, dim=dim, m=a.m,
                   ef_construction=a.ef_construction, version=impl.version())
-    start = time.perf_counter()
-    impl.build(base, a.threads)
-    build_s = time.perf_counter() - start
-    emit(**common, what="build", threads=a.threads, seconds=build_s)
-    log(f"{a.impl} n={a.n}: build {build_s:.1f}s")
+    if a.load:
+        impl.load(a.load)
+    else:
+        start = time.perf_counter()
+        impl.build(base, a.threads)
+        build_s = time.perf_counter() - start
+        emit(**common, what="build", threads=a.threads, seconds=build_s)
+        log(f"{a.impl} n={a.n}: build {build_s:.1f}s")
+        if a.save:
+            impl.save(a.save)
     chosen = None
     for ef in (int(e) for e in a.efs.split(",")):
         impl.search(queries[:10], a.k, ef, 1)  # warm-up

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{IndexError, Result};
 use crate::text::Bm25Params;
-use crate::vectors::dot;
+use crate::vectors::{dot, VectorPlacement};
 
 /// Distance for unit-norm vectors: `1 - cosine`, clamped at 0 against rounding.
 #[derive(Clone, Copy, Debug, Default)]
@@ -90,6 +90,8 @@ pub struct SearchOptions {
     pub exact_threshold: usize,
     /// BM25 parameters of [`Index::search_text`](crate::Index::search_text).
     pub bm25: Bm25Params,
+    /// Where the vector rows are kept while the index is open.
+    pub vector_placement: VectorPlacement,
 }
 
 impl Default for SearchOptions {
@@ -98,6 +100,7 @@ impl Default for SearchOptions {
             ef_search: 128,
             exact_threshold: 1000,
             bm25: Bm25Params::default(),
+            vector_placement: VectorPlacement::Mapped,
         }
     }
 }

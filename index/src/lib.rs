@@ -90,7 +90,7 @@ pub use manifest::{
 };
 pub use reader::{DocRef, Hit, Index};
 pub use text::{Bm25Params, TextField};
-pub use vectors::VectorStorage;
+pub use vectors::{VectorPlacement, VectorStorage};
 pub use writer::{
     read_failures, CommitInfo, CompactInfo, CreateOptions, Document, Failure, IndexWriter,
 };

@@ -100,7 +100,14 @@ impl Index {
         let rows = manifest.vector_count;
         let (vectors, graph) = match (&manifest.files.vectors, &manifest.files.hnsw) {
             (Some(entry), Some(hnsw)) => {
-                let vectors = VectorStore::open(dir, entry, rows, dim, manifest.vector_storage)?;
+                let vectors = VectorStore::open(
+                    dir,
+                    entry,
+                    rows,
+                    dim,
+                    manifest.vector_storage,
+                    options.vector_placement,
+                )?;
                 let graph = match &manifest.files.flat_graph {
                     Some(flat) => FlatGraph::open(dir, flat, rows, rows)?,
                     // Written before the flat file existed: convert the hnsw_rs dump (slow,
