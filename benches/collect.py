@@ -10,6 +10,7 @@ Usage: collect.py --raw RAW.jsonl --machine MACHINE.json --out DIR --mode quick|
 
 import argparse
 import json
+import statistics
 from collections import defaultdict
 from pathlib import Path
 
@@ -139,6 +140,21 @@ def main():
     for l in lines:
         if l.get("row") == "vectors":
             vec[l["n"]][l["impl"]].append(l)
+    # With BENCH_VEC_ROUNDS > 1 each search point was measured once per round: keep one row
+    # per point with the median q/s (recall does not change between rounds).
+    for by_impl in vec.values():
+        for impl, ls in by_impl.items():
+            points = defaultdict(list)
+            for l in ls:
+                if l["what"] == "search":
+                    points[(l["ef"], l["threads"])].append(l)
+            merged = []
+            for rows in points.values():
+                m = dict(rows[0])
+                m["qps"] = statistics.median(r["qps"] for r in rows)
+                m["rounds"] = len(rows)
+                merged.append(m)
+            by_impl[impl] = [l for l in ls if l["what"] != "search"] + merged
 
     def best(n, impl, query_threads=1, target=0.95):
         ls = vec[n].get(impl, [])

@@ -49,6 +49,7 @@ fi
 DECODE_S=${BENCH_DECODE_S:-$DECODE_S}; EMBED_S=${BENCH_EMBED_S:-$EMBED_S}
 VEC_N=${BENCH_VEC_N:-$VEC_N}; VEC_QUERIES=${BENCH_VEC_QUERIES:-$VEC_QUERIES}
 GROWTH=${BENCH_GROWTH:-$GROWTH}; E2E_N=${BENCH_E2E_N:-$E2E_N}
+VEC_ROUNDS=${BENCH_VEC_ROUNDS:-1}
 E2E_SMALL=${BENCH_E2E_SMALL:-$E2E_SMALL}; QUERY_N=${BENCH_QUERY_N:-$QUERY_N}
 QUERY_ROUNDS=${BENCH_QUERY_ROUNDS:-$QUERY_ROUNDS}
 ROWS=${BENCH_ROWS:-decode,embed,vectors,e2e,query}
@@ -168,20 +169,25 @@ if [ -n "$SIZES" ]; then
 fi
 if [[ ,$ROWS, == *,vectors,* ]]; then
 for n in $(echo "$GROWTH,$VEC_N" | tr ',' '\n' | sort -nu); do
-  step "rows 3/5: HNSW on $n vectors (build with $THREADS threads)"
-  # Built in one process, searched in fresh ones, as readers open an index: mapped rows (the
-  # default), then the same index with its rows read onto huge pages.
+  step "rows 3/5: HNSW on $n vectors (build with $THREADS threads, $VEC_ROUNDS search rounds)"
+  # Ours is built in one process and searched in fresh ones, as readers open an index: mapped
+  # rows (the default), then the same index with its rows read onto huge pages. The peers
+  # build, sweep and save their index; later rounds reload it. Each round runs all four
+  # sweeps one after another, and collect.py takes each point's median over the rounds.
   RAYON_NUM_THREADS=$THREADS "$VECTORS" --data-dir "$VDATA" --n "$n" \
     --index-dir "$WORK/vec-index" --build-only --keep | tee -a "$RAW"
-  for placement in mapped huge-pages; do
-    RAYON_NUM_THREADS=$THREADS "$VECTORS" --data-dir "$VDATA" --n "$n" \
-      --index-dir "$WORK/vec-index" --reuse --keep --placement $placement | tee -a "$RAW"
+  for round in $(seq 1 "$VEC_ROUNDS"); do
+    for placement in mapped huge-pages; do
+      RAYON_NUM_THREADS=$THREADS "$VECTORS" --data-dir "$VDATA" --n "$n" \
+        --index-dir "$WORK/vec-index" --reuse --keep --placement $placement | tee -a "$RAW"
+    done
+    for impl in faiss hnswlib; do
+      if [ "$round" = 1 ]; then how=(--save "$WORK/vec-$impl.idx"); else how=(--load "$WORK/vec-$impl.idx"); fi
+      "$PY" $PEERS/vectors.py --impl $impl --data-dir "$VDATA" --n "$n" --threads "$THREADS" \
+        "${how[@]}" | tee -a "$RAW"
+    done
   done
-  rm -rf "$WORK/vec-index"
-  "$PY" $PEERS/vectors.py --impl faiss --data-dir "$VDATA" --n "$n" --threads "$THREADS" \
-    | tee -a "$RAW"
-  "$PY" $PEERS/vectors.py --impl hnswlib --data-dir "$VDATA" --n "$n" --threads "$THREADS" \
-    | tee -a "$RAW"
+  rm -rf "$WORK/vec-index" "$WORK"/vec-*.idx
 done
 step "row 3: the same index with f16 vector storage ($VEC_N vectors)"
 RAYON_NUM_THREADS=$THREADS "$VECTORS" --data-dir "$VDATA" --n "$VEC_N" --storage f16 \
