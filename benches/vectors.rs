@@ -14,9 +14,10 @@
 //! read into memory on 2 MiB pages instead of mapped).
 //!
 //! `run.sh` builds with `--build-only --keep` and searches in a second process with `--reuse`,
-//! as a reader would: searching in the process that built the graph measured the allocator
-//! still taking back the build's millions of freed objects (at 1M vectors, 2 threads ran
-//! slower than 1).
+//! as a reader would. Searching in the process that had just built the graph measured that
+//! process's state too: at 1M vectors 2 threads ran slower than 1 there (673 against 1,158
+//! q/s), and scaled normally in a fresh process; the likely cause is the build's millions of
+//! objects, freed by another thread than the one that allocated them.
 //!
 //! `cargo bench --bench vectors -- --data-dir DIR --n N --index-dir DIR [--efs 16,32,...]
 //! [--storage f16] [--placement huge-pages] [--build-only] [--keep] [--reuse]`
