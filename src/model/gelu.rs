@@ -86,6 +86,7 @@ impl CustomOp1 for GeluErf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::testing::max_abs_diff;
     use candle_core::{Device, Var};
 
     #[test]
@@ -128,9 +129,7 @@ mod tests {
         let x = Var::from_vec(values, (64, 64), &device).unwrap();
         let ours = gelu_erf(x.as_tensor()).unwrap();
         let theirs = x.as_tensor().gelu_erf().unwrap();
-        let diff = (&ours - &theirs).unwrap().abs().unwrap();
-        let max = diff.flatten_all().unwrap().max(0).unwrap();
-        assert!(max.to_scalar::<f32>().unwrap() < 1e-6);
+        assert!(max_abs_diff(&ours, &theirs) < 1e-6);
 
         let ours_grad = ours.sum_all().unwrap().backward().unwrap();
         let theirs_grad = theirs.sum_all().unwrap().backward().unwrap();
@@ -138,14 +137,6 @@ mod tests {
             ours_grad.get(x.as_tensor()).unwrap(),
             theirs_grad.get(x.as_tensor()).unwrap(),
         );
-        let max = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap();
-        assert!(max.to_scalar::<f32>().unwrap() < 1e-5);
+        assert!(max_abs_diff(a, b) < 1e-5);
     }
 }

@@ -64,3 +64,49 @@ pub fn device(name: &str) -> Result<candle_core::Device, ModelError> {
         ))),
     }
 }
+
+/// What the towers' tests share: a random model of the small preset on disk, and the largest
+/// difference between two tensors.
+#[cfg(test)]
+pub(crate) mod testing {
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::VarBuilder;
+
+    use super::{init_random, InitOptions, ModelConfig, Preset};
+
+    /// A random `small` model (vocabulary from `corpus`): its folder, config and weights.
+    pub(crate) fn small_model(
+        seed: u64,
+        corpus: &str,
+    ) -> (tempfile::TempDir, ModelConfig, VarBuilder<'static>) {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            name: "tower-check".into(),
+            preset: Preset::Small,
+            seed,
+            corpus: vec![corpus.into()],
+        };
+        init_random(dir.path(), &opts).unwrap();
+        let config: ModelConfig =
+            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap())
+                .unwrap();
+        let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+        let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &Device::Cpu).unwrap();
+        (dir, config, vb)
+    }
+
+    /// max |a - b| over all elements (same shape asserted).
+    pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+}

@@ -279,31 +279,19 @@ impl PreNormVit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{init_random, InitOptions, ModelConfig, Preset};
-    use candle_core::{DType, Device};
+    use crate::model::testing::{max_abs_diff, small_model};
+    use candle_core::Device;
     use candle_transformers::models::vit;
 
     /// The project's ViT through candle-transformers' own `vit` modules (what the tower was
     /// before it moved here) and through [`PreNormVit`] with the same weights.
     #[test]
     fn hf_vit_names_compute_what_candle_transformers_vit_computes() {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = InitOptions {
-            name: "vit-check".into(),
-            preset: Preset::Small,
-            seed: 11,
-            corpus: vec!["small left pleural effusion".into()],
-        };
-        init_random(dir.path(), &opts).unwrap();
-        let config: ModelConfig =
-            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap())
-                .unwrap();
+        let (_dir, config, vb) = small_model(11, "small left pleural effusion");
         let crate::model::ImageTowerConfig::Vit { config: c, .. } = &config.image else {
             panic!("the small preset has a ViT image tower");
         };
         let device = Device::Cpu;
-        let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
-        let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &device).unwrap();
         let vb = vb.pp("vision_model");
         let ours = PreNormVit::new(&PreNormVitConfig::hf_vit(c), vb.clone()).unwrap();
         let embeddings = vit::Embeddings::new(c, false, vb.pp("embeddings")).unwrap();
@@ -329,22 +317,9 @@ mod tests {
             .unwrap()
             .apply(&norm)
             .unwrap();
-        let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
-            assert_eq!(a.dims(), b.dims());
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
         let cls = ours.forward(&pixels).unwrap();
-        assert!(max_diff(&cls, &reference_cls) < 1e-5);
+        assert!(max_abs_diff(&cls, &reference_cls) < 1e-5);
         let patches = ours.patch_tokens(&pixels).unwrap();
-        assert!(max_diff(&patches, &reference_patches) < 1e-5);
+        assert!(max_abs_diff(&patches, &reference_patches) < 1e-5);
     }
 }

@@ -123,28 +123,17 @@ impl BertTower {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{init_random, InitOptions, ModelConfig, Preset, TextTowerConfig};
-    use candle_core::{DType, Device};
+    use crate::model::testing::{max_abs_diff, small_model};
+    use crate::model::TextTowerConfig;
+    use candle_core::Device;
 
     /// The project's BERT through candle-transformers' `BertModel` and through [`BertTower`]
     /// with the same weights, on a padded batch.
     #[test]
     fn computes_what_candle_transformers_bert_computes() {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = InitOptions {
-            name: "bert-check".into(),
-            preset: Preset::Small,
-            seed: 5,
-            corpus: vec!["no pleural effusion or pneumothorax".into()],
-        };
-        init_random(dir.path(), &opts).unwrap();
-        let config: ModelConfig =
-            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap())
-                .unwrap();
+        let (_dir, config, vb) = small_model(5, "no pleural effusion or pneumothorax");
         let TextTowerConfig::Bert { config: c, .. } = &config.text;
         let device = Device::Cpu;
-        let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
-        let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &device).unwrap();
         let vb = vb.pp("text_model");
         let ours = BertTower::new(c, vb.clone()).unwrap();
         let reference = bert::BertModel::load(vb, c).unwrap();
@@ -159,16 +148,7 @@ mod tests {
         for (row, len) in [(0usize, 4usize), (1, 6)] {
             let a = mine.i((row, 0..len, ..)).unwrap();
             let b = theirs.i((row, 0..len, ..)).unwrap();
-            let max: f32 = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let max = max_abs_diff(&a, &b);
             assert!(max < 1e-5, "text {row}: max abs diff {max}");
         }
     }
