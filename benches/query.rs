@@ -9,8 +9,16 @@
 //! `../shared/bench`), p50 and p99 of: the full text query (`Searcher::search_text`: embed the
 //! query, HNSW search, BM25, fusion), and its parts (embedding, BM25 alone, vector alone).
 //!
+//! With `--images DIR`, each document also gets a `path` field naming one of DIR's images (in
+//! turn), as `cxr index` stores it, and the text query is measured again with the second stage
+//! (`--rerank` of `cxr search`: `search::rerank` over the top `--rerank-depth` hits, which
+//! decodes each candidate's image again and runs the image tower and the Q-Former on it). The
+//! reranker is `--reranker DIR`, or else one of the shape `cxr train-reranker` trains by
+//! default for `--model` with seeded, untrained weights (written next to the index): its cost
+//! does not depend on what the weights learnt.
+//!
 //! `cargo bench --bench query -- --data-dir DIR --n N --model DIR --reports FILE
-//!  --queries FILE --index-dir DIR [--reuse]`
+//!  --queries FILE --index-dir DIR [--reuse] [--images DIR [--reranker DIR]]`
 
 #[path = "common/mod.rs"]
 mod common;
@@ -24,7 +32,10 @@ use candle_core::Device;
 use clap::Parser;
 use cxr_index::{Document, Index, IndexSpec, IndexWriter};
 use cxr_search::model::DualEncoder;
-use cxr_search::search::{SearchOptions, Searcher};
+use cxr_search::rerank::train::{config_for, RerankTrainer};
+use cxr_search::rerank::Reranker;
+use cxr_search::search::rerank::PATH_FIELD;
+use cxr_search::search::{self, SearchOptions, Searcher};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -49,6 +60,15 @@ struct Args {
     /// Passes over the query set.
     #[arg(long, default_value_t = 20)]
     rounds: usize,
+    /// Folder of images the documents point to (`path` field), for the reranked query.
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Reranker folder [default: a seeded, untrained one of the default shape].
+    #[arg(long, requires = "images")]
+    reranker: Option<PathBuf>,
+    /// Hits reranked per query (`cxr search --rerank N`).
+    #[arg(long, default_value_t = 20)]
+    rerank_depth: usize,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -91,6 +111,25 @@ fn sentences(reports: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The image files of `dir` (PNG, JPEG, DICOM), sorted by name.
+fn image_files(dir: &std::path::Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| {
+            let n = n.to_ascii_lowercase();
+            [".png", ".jpg", ".jpeg", ".dcm"]
+                .iter()
+                .any(|x| n.ends_with(x))
+        })
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        bail!("no images in {}", dir.display());
+    }
+    Ok(names)
+}
+
 fn build(args: &Args, model: &DualEncoder) -> Result<()> {
     if args.index_dir.exists() {
         std::fs::remove_dir_all(&args.index_dir)?;
@@ -106,6 +145,10 @@ fn build(args: &Args, model: &DualEncoder) -> Result<()> {
     let mut writer = IndexWriter::create(&args.index_dir, spec)?;
     let mut rng = Rng(42);
     let views = ["PA", "AP", "LATERAL"];
+    let images = match &args.images {
+        Some(dir) => image_files(dir)?,
+        None => Vec::new(),
+    };
     for (i, v) in data.base.chunks_exact(data.dim).enumerate() {
         let count = 2 + rng.below(5);
         let text: Vec<&str> = (0..count)
@@ -113,6 +156,9 @@ fn build(args: &Args, model: &DualEncoder) -> Result<()> {
             .collect();
         let mut fields = BTreeMap::new();
         fields.insert("view".to_string(), views[rng.below(3)].to_string());
+        if !images.is_empty() {
+            fields.insert(PATH_FIELD.to_string(), images[i % images.len()].clone());
+        }
         writer.add(Document {
             id: format!("doc{i:07}"),
             vector: Some(v.to_vec()),
@@ -171,7 +217,13 @@ fn main() -> Result<()> {
     let model_load = t.elapsed().as_secs_f64();
     let fresh = match Index::open(&args.index_dir) {
         Ok(index) => {
-            !(args.reuse && index.len() == args.n && index.check_model(model.fingerprint()).is_ok())
+            let has_paths = index
+                .doc(0)
+                .is_some_and(|d| d.fields.contains_key(PATH_FIELD));
+            !(args.reuse
+                && index.len() == args.n
+                && index.check_model(model.fingerprint()).is_ok()
+                && has_paths == args.images.is_some())
         }
         Err(_) => true,
     };
@@ -253,5 +305,66 @@ fn main() -> Result<()> {
     percentiles("embed_query", args.n, embed);
     percentiles("bm25", args.n, bm25);
     percentiles("vector", args.n, vector);
+    if let Some(images) = &args.images {
+        rerank_latency(&args, &index, &searcher, &model, &queries, images)?;
+    }
+    Ok(())
+}
+
+/// The text query with the second stage, as `cxr search --text Q --rerank N` runs it, and the
+/// second stage alone.
+fn rerank_latency(
+    args: &Args,
+    index: &Index,
+    searcher: &Searcher,
+    model: &DualEncoder,
+    queries: &[String],
+    images: &std::path::Path,
+) -> Result<()> {
+    let depth = args.rerank_depth;
+    let dir = match &args.reranker {
+        Some(dir) => dir.clone(),
+        None => {
+            let dir = args.index_dir.with_extension("reranker");
+            // The shape `cxr train-reranker` trains by default: 8 query tokens, width 128,
+            // 2 layers; seeded weights.
+            let cfg = config_for(model, 8, 128, 2)?;
+            RerankTrainer::new(model, &cfg, 0, true)?.save(
+                &dir,
+                json!({"untrained": "benches/query.rs, for latency only"}),
+            )?;
+            dir
+        }
+    };
+    let reranker = Reranker::load(&dir, model, model.device())
+        .with_context(|| format!("loading reranker {}", dir.display()))?;
+    let roots = vec![images.to_path_buf()];
+    let opts = SearchOptions::top(depth.max(10));
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let run = |q: &str| -> Result<(f64, f64, usize)> {
+        let t = Instant::now();
+        let mut hits = searcher.search_text(q, &opts)?;
+        let first = ms(t);
+        let outcome = search::rerank(index, model, &reranker, q, &mut hits, depth, &roots)?;
+        std::hint::black_box(&hits);
+        Ok((ms(t), ms(t) - first, outcome.scored))
+    };
+    for q in queries {
+        run(q)?;
+    }
+    let (mut full, mut second, mut scored) = (vec![], vec![], 0usize);
+    // Each pass decodes `depth` images per query: fewer rounds keep the row short.
+    for _ in 0..args.rounds.div_ceil(4) {
+        for q in queries {
+            let (total, part, n) = run(q)?;
+            full.push(total);
+            second.push(part);
+            scored += n;
+        }
+    }
+    let per_query = scored as f64 / full.len().max(1) as f64;
+    eprintln!("rerank: {per_query:.1} candidates scored per query (depth {depth})");
+    percentiles(&format!("text_query_rerank{depth}"), args.n, full);
+    percentiles(&format!("rerank{depth}"), args.n, second);
     Ok(())
 }
