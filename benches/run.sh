@@ -202,11 +202,11 @@ step "row 4: cxr index over $E2E_N generated images"
 "$PY" $PEERS/make_images.py --src "$DATA/nih1000" --out "$WORK/images-$E2E_N" --n "$E2E_N"
 "$PY" $PEERS/make_images.py --src "$DATA/nih1000" --out "$WORK/images-$E2E_SMALL" \
   --n "$E2E_SMALL"
-index_run() { # images-folder batch-size label
+index_run() { # images-folder batch-size label [cxr index options...]
   local idx=$WORK/e2e-index
   rm -rf "$idx"
   /usr/bin/time -v -o "$WORK/time.txt" "$CXR" index "$1" --out "$idx" --model "$MODEL" \
-    --batch-size "$2" --json -q >"$WORK/index-summary.json"
+    --batch-size "$2" --json -q "${@:4}" >"$WORK/index-summary.json"
   "$PY" - "$WORK/time.txt" "$WORK/index-summary.json" "$2" "$3" "$THREADS" <<'EOF' | tee -a "$RAW"
 import json, re, sys
 t = open(sys.argv[1]).read()
@@ -223,6 +223,11 @@ EOF
 }
 index_run "$WORK/images-$E2E_N" 32 "archive-large"
 index_run "$WORK/images-$E2E_SMALL" 32 "archive-small"
+# The same two archives with segments of a tenth of the small one: the writer then holds one
+# segment's graph, whatever the archive.
+SEG_ROWS=$((E2E_SMALL / 10))
+index_run "$WORK/images-$E2E_N" 32 "archive-large-segmented" --segment-rows "$SEG_ROWS"
+index_run "$WORK/images-$E2E_SMALL" 32 "archive-small-segmented" --segment-rows "$SEG_ROWS"
 index_run "$WORK/images-$E2E_SMALL" 8 "batch-8"
 index_run "$WORK/images-$E2E_SMALL" 128 "batch-128"
 fi

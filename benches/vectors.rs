@@ -71,6 +71,10 @@ struct Args {
     /// (for profiling the query path alone).
     #[arg(long)]
     reuse: bool,
+    /// Rows per sealed segment (the label gets `-seg<N>`) [default: no sealing: one graph, as
+    /// each peer builds one].
+    #[arg(long)]
+    segment_rows: Option<u64>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -83,10 +87,11 @@ fn main() -> Result<()> {
     let threads = common::threads();
     let options = CreateOptions {
         vector_storage: args.storage,
+        segment_rows: args.segment_rows.unwrap_or(u64::MAX),
         ..CreateOptions::default()
     };
     let params = options.hnsw;
-    let label = label(args.storage, args.placement);
+    let label = label(&args);
     let base = json!({
         "row": "vectors", "impl": label, "n": args.n, "dim": dim,
         "m": params.max_nb_connection, "ef_construction": params.ef_construction,
@@ -193,7 +198,7 @@ fn build(
 ) -> Result<()> {
     let dim = data.dim;
     let threads = common::threads();
-    let label = label(args.storage, args.placement);
+    let label = label(args);
     if args.index_dir.exists() {
         std::fs::remove_dir_all(&args.index_dir)
             .with_context(|| format!("removing {}", args.index_dir.display()))?;
@@ -225,12 +230,16 @@ fn build(
     Ok(())
 }
 
-fn label(storage: VectorStorage, placement: VectorPlacement) -> &'static str {
-    match (storage, placement) {
+fn label(args: &Args) -> String {
+    let base = match (args.storage, args.placement) {
         (VectorStorage::F32, VectorPlacement::Mapped) => "ours",
         (VectorStorage::F32, VectorPlacement::HugePages) => "ours-huge",
         (VectorStorage::F16, VectorPlacement::Mapped) => "ours-f16",
         (VectorStorage::F16, VectorPlacement::HugePages) => "ours-f16-huge",
+    };
+    match args.segment_rows {
+        Some(rows) => format!("{base}-seg{rows}"),
+        None => base.to_string(),
     }
 }
 

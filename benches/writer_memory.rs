@@ -7,7 +7,9 @@
 //! - `vectors`: plus a vector of `--dim` components (rows, HNSW graph, the commit's graph files);
 //! - `periodic`: `vectors` with a commit every 5,000 documents, as `cxr index` commits;
 //! - `append`: a new writer opens the `vectors` index of N documents and adds N/10 more: what
-//!   appending to an archive costs (per added document, so the held archive shows up here).
+//!   appending to an archive costs (per added document, so the held archive shows up here);
+//! - `segmented`: `periodic` in an index that seals a segment every 5,000 rows, so the writer
+//!   holds one segment's graph and rows at most: what is left is the document table.
 //!
 //! `cargo bench --bench writer_memory -- [--n 20000,100000] [--dim 128]`; one JSON line per
 //! measurement, then a table.
@@ -21,10 +23,17 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cxr_index::{Document, IndexSpec, IndexWriter};
+use cxr_index::{CreateOptions, Document, IndexSpec, IndexWriter};
 use serde_json::json;
 
-const PARTS: [&str; 5] = ["ids", "fields", "vectors", "periodic", "append"];
+const PARTS: [&str; 6] = [
+    "ids",
+    "fields",
+    "vectors",
+    "periodic",
+    "append",
+    "segmented",
+];
 
 /// How often the `periodic` run commits: `cxr index`'s default `--commit-every`.
 const COMMIT_EVERY: usize = 5000;
@@ -74,7 +83,7 @@ fn document(i: usize, part: &str, dim: usize) -> Document {
             format!("{:064x}", (i as u128) * 0x9E37_79B9_7F4A_7C15),
         );
     }
-    let vector = matches!(part, "vectors" | "periodic" | "append").then(|| {
+    let vector = matches!(part, "vectors" | "periodic" | "append" | "segmented").then(|| {
         (0..dim)
             .map(|d| ((i * 31 + d * 7) as f32 * 0.013).sin())
             .collect()
@@ -105,13 +114,21 @@ fn child(part: &str, n: usize, dim: usize, work: &Path) -> Result<()> {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
-        (IndexWriter::create(&dir, spec)?, 0..n)
+        let options = CreateOptions {
+            segment_rows: if part == "segmented" {
+                COMMIT_EVERY as u64
+            } else {
+                CreateOptions::default().segment_rows
+            },
+            ..CreateOptions::default()
+        };
+        (IndexWriter::create_with(&dir, spec, options)?, 0..n)
     };
     let (start, _) = rss_kib()?;
     let added = range.len();
     for i in range {
         writer.add(document(i, part, dim))?;
-        if part == "periodic" && (i + 1) % COMMIT_EVERY == 0 {
+        if matches!(part, "periodic" | "segmented") && (i + 1) % COMMIT_EVERY == 0 {
             writer.commit()?;
         }
     }

@@ -342,6 +342,11 @@ struct IndexArgs {
     /// the index is created; later runs follow it.
     #[arg(long)]
     vector_storage: Option<VectorStorage>,
+    /// Vectors per sealed segment of a new index: what bounds this command's memory (about
+    /// 2 KiB per vector of the open segment at dimension 128); each segment costs a query one
+    /// more graph search [default: 500000]. Chosen when the index is created.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    segment_rows: Option<u64>,
     /// Replace or drop identifying metadata (DICOM PS3.15 basic profile): UIDs and ids become
     /// salted-hash UIDs, paths are hashed, age, sex and dates are dropped. Chosen when the
     /// index is created; later runs follow it.
@@ -578,6 +583,16 @@ fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
                 );
             }
         }
+        if let Some(asked) = args.segment_rows {
+            if asked != writer.segment_rows() {
+                bail!(
+                    "{} seals segments at {} vectors, chosen when it was created; drop \
+                     --segment-rows {asked} or choose another --out",
+                    args.out.display(),
+                    writer.segment_rows()
+                );
+            }
+        }
         writer
     } else {
         let spec = IndexSpec {
@@ -585,10 +600,13 @@ fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
             model_fingerprint: model.fingerprint().to_string(),
             model_name: model.name().to_string(),
         };
-        let options = CreateOptions {
+        let mut options = CreateOptions {
             vector_storage: args.vector_storage.unwrap_or_default(),
             ..CreateOptions::default()
         };
+        if let Some(rows) = args.segment_rows {
+            options.segment_rows = rows;
+        }
         IndexWriter::create_with(&args.out, spec, options)
             .with_context(|| format!("creating index {}", args.out.display()))?
     };
@@ -1087,6 +1105,12 @@ fn cmd_info(index_dir: &Path, json: bool) -> Result<ExitCode> {
         println!(
             "vectors    {} x {} ({})",
             m.vector_count, m.spec.dim, m.vector_storage
+        );
+        println!(
+            "segments   {} sealed and the active one ({} vectors; sealed at {})",
+            m.files.sealed.len(),
+            m.active_rows(),
+            m.segment_rows
         );
         println!(
             "model      {} ({})",

@@ -418,6 +418,56 @@ fn f16_vector_storage_is_chosen_at_creation_and_kept() {
 }
 
 #[test]
+fn sealed_segments_are_searched_as_one_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = make_model(dir.path());
+    let archive = make_archive(dir.path());
+    let (m, a) = (model.to_str().unwrap(), archive.to_str().unwrap());
+    let query = format!("{a}/img2.png");
+    let mut results = Vec::new();
+    // One vector per segment: every image ends up in a sealed segment of its own.
+    for rows in [None, Some("1")] {
+        let idx = dir
+            .path()
+            .join(format!("idx-{}", rows.unwrap_or("default")));
+        let i = idx.to_str().unwrap();
+        let mut args = vec!["index", a, "--out", i, "--model", m];
+        args.extend(rows.iter().flat_map(|r| ["--segment-rows", r]));
+        let o = cxr(&args);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        let (out, _) = text(&cxr(&["info", i]));
+        let sealed = if rows.is_some() { 3 } else { 0 };
+        assert!(
+            out.contains(&format!("segments   {sealed} sealed")),
+            "{out}"
+        );
+        let o = cxr(&["check", i]);
+        assert!(o.status.success(), "{}", text(&o).0);
+        let o = cxr(&["search", i, "--image", &query, "--model", m, "--json"]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        let hits: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let ranked: Vec<(String, String)> = hits["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["id"].to_string(), h["score"].to_string()))
+            .collect();
+        results.push(ranked);
+        if rows.is_some() {
+            let o = cxr(&["index", a, "--out", i, "--model", m, "--segment-rows", "5"]);
+            let (_, err) = text(&o);
+            assert_eq!(o.status.code(), Some(2), "{err}");
+            assert!(err.contains("seals segments at 1 vectors"), "{err}");
+        }
+    }
+    // The same hits with the same scores, the query image first.
+    assert_eq!(results[0], results[1]);
+    assert_eq!(results[0][0].0, "\"img2\"", "{:?}", results[0]);
+}
+
+#[test]
 fn nothing_indexable_exits_one_and_bad_usage_two() {
     let dir = tempfile::tempdir().unwrap();
     let model = make_model(dir.path());

@@ -13,18 +13,24 @@
 //!    Leftover generation files the manifest does not name are mentioned, not failed.
 //! 3. `docs`: the docs file holds exactly `doc_count` JSON records with unique, non-empty ids;
 //!    vector rows are `0..vector_count`, each used once, in ordinal order.
-//! 4. `vectors`: the vector file holds `vector_count * dim` components (f32 or f16, as the
-//!    manifest says); every vector is finite with unit norm (within 1e-3, which f16 rounding,
-//!    at most 2^-11 relative, stays inside).
+//! 4. `vectors`: the vector files (the sealed segments' and the active segment's) hold
+//!    `vector_count * dim` components in all (f32 or f16, as the manifest says); every vector
+//!    is finite with unit norm (within 1e-3, which f16 rounding, at most 2^-11 relative, stays
+//!    inside).
 //! 5. `text`: the tantivy index opens, its own checksums hold, and its live documents with
 //!    `ord < doc_count` carry each ordinal exactly once. Live documents with a larger `ord`
 //!    (left by a commit interrupted between tantivy's commit and the manifest's) are
 //!    mentioned, not failed: readers skip them and the next writer deletes them.
-//! 6. `hnsw`: the graph dump reloads; it holds `vector_count` points of dimension `dim` whose
-//!    data ids are the ordinals of the documents with a vector, each once, with the vectors
-//!    of the vector file; and every point is reachable from the entry point, the way a search
-//!    walks the graph (see below).
-//! 7. `errors`: `errors.jsonl`, the failure log, parses; informational (its count).
+//! 6. `hnsw`: the active segment's graph dump reloads; it holds the active segment's rows as
+//!    points of dimension `dim` whose data ids are the ordinals of the documents with those
+//!    rows, each once, with the vectors of the vector file; and every point is reachable from
+//!    the entry point, the way a search walks the graph (see below).
+//! 7. `flat_graph`: the active segment's flat graph, which readers search, parses and equals
+//!    the dump re-encoded.
+//! 8. `segments`: each sealed segment's flat graph parses, its points are the segment's rows
+//!    with the docs file's ordinals, and every point is reachable (computed on the flat
+//!    arrays, as below).
+//! 9. `errors`: `errors.jsonl`, the failure log, parses; informational (its count).
 //!
 //! # Reachability
 //!
@@ -90,6 +96,8 @@ impl CheckItem {
     pub const HNSW: &'static str = "hnsw";
     /// The flat copy of the graph that readers search parses and equals the hnsw_rs dump.
     pub const FLAT_GRAPH: &'static str = "flat_graph";
+    /// The sealed segments' graphs parse, match the documents and reach every point.
+    pub const SEGMENTS: &'static str = "segments";
     /// The failure log parses (informational).
     pub const ERRORS: &'static str = "errors";
 
@@ -205,17 +213,23 @@ pub fn check(dir: impl AsRef<Path>) -> Result<CheckReport> {
     report.items.push(guarded(CheckItem::TEXT, || {
         check_text(dir, &manifest, &deleted)
     }));
+    // The dump and the active flat graph cover the rows after the sealed segments'.
+    let sealed = manifest.sealed_rows() as usize;
+    let dim = manifest.spec.dim;
     report.items.push(guarded(CheckItem::HNSW, || {
         check_hnsw(
             dir,
             &manifest,
             &bad_files,
-            rows.as_deref(),
-            vectors.as_deref(),
+            rows.as_deref().and_then(|r| r.get(sealed..)),
+            vectors.as_deref().and_then(|v| v.get(sealed * dim..)),
         )
     }));
     report.items.push(guarded(CheckItem::FLAT_GRAPH, || {
         check_flat_graph(dir, &manifest, &bad_files)
+    }));
+    report.items.push(guarded(CheckItem::SEGMENTS, || {
+        check_segments(dir, &manifest, &bad_files, rows.as_deref())
     }));
     report
         .items
@@ -293,6 +307,10 @@ fn check_files(dir: &Path, manifest: &Manifest, bad: &mut BTreeMap<String, Strin
     let files = &manifest.files;
     let mut entries: Vec<&FileEntry> = Vec::new();
     entries.extend(files.docs.iter());
+    for segment in &files.sealed {
+        entries.push(&segment.vectors);
+        entries.push(&segment.flat_graph);
+    }
     entries.extend(files.vectors.iter());
     if let Some(hnsw) = &files.hnsw {
         entries.push(&hnsw.graph);
@@ -509,39 +527,61 @@ fn check_docs(
     )
 }
 
-/// Checks the vector file; `out` gets the vectors when the length is right.
+/// The vector files in row order (sealed segments, then the active one) with their rows.
+fn vector_files(manifest: &Manifest) -> Vec<(&FileEntry, u64)> {
+    let mut files: Vec<(&FileEntry, u64)> = manifest
+        .files
+        .sealed
+        .iter()
+        .map(|s| (&s.vectors, s.rows))
+        .collect();
+    if let Some(entry) = &manifest.files.vectors {
+        files.push((entry, manifest.active_rows()));
+    }
+    files
+}
+
+/// Checks the vector files; `out` gets all rows, in order, when every length is right.
 fn check_vectors(
     dir: &Path,
     manifest: &Manifest,
     rows: Option<&[u32]>,
     out: &mut Option<Vec<f32>>,
 ) -> CheckItem {
-    let Some(entry) = &manifest.files.vectors else {
+    let files = vector_files(manifest);
+    if files.is_empty() {
         return CheckItem::pass(CheckItem::VECTORS, "no vectors");
-    };
-    let dim = manifest.spec.dim;
-    let bytes = match std::fs::read(dir.join(&entry.name)) {
-        Ok(bytes) => bytes,
-        Err(e) => return CheckItem::fail(CheckItem::VECTORS, format!("`{}`: {e}", entry.name)),
-    };
-    let mut faults = Vec::new();
-    let storage = manifest.vector_storage;
-    let expected = manifest.vector_count * dim as u64 * storage.bytes_per_component() as u64;
-    if bytes.len() as u64 != expected {
-        faults.push(format!(
-            "`{}` is {} bytes, {} vectors of dimension {dim} in {storage} need {expected}",
-            entry.name,
-            bytes.len(),
-            manifest.vector_count
-        ));
     }
-    let data = crate::vectors::decode(&bytes, storage);
+    let dim = manifest.spec.dim;
+    let storage = manifest.vector_storage;
+    let mut faults = Vec::new();
+    let mut data: Vec<f32> = Vec::new();
+    let mut lengths_ok = true;
+    for (entry, file_rows) in &files {
+        let bytes = match std::fs::read(dir.join(&entry.name)) {
+            Ok(bytes) => bytes,
+            Err(e) => return CheckItem::fail(CheckItem::VECTORS, format!("`{}`: {e}", entry.name)),
+        };
+        let expected = file_rows * dim as u64 * storage.bytes_per_component() as u64;
+        if bytes.len() as u64 != expected {
+            lengths_ok = false;
+            faults.push(format!(
+                "`{}` is {} bytes, {file_rows} vectors of dimension {dim} in {storage} need \
+                 {expected}",
+                entry.name,
+                bytes.len(),
+            ));
+        }
+        // Rows stay aligned with the row numbering even when a file is short or long.
+        let mut rows_here = crate::vectors::decode(&bytes, storage);
+        rows_here.resize(*file_rows as usize * dim, f32::NAN);
+        data.extend_from_slice(&rows_here);
+    }
     let mut non_finite = 0usize;
     let mut off_norm = 0usize;
     let mut first: Option<(usize, String)> = None;
     let mut worst = 0f64;
-    let complete_rows = (data.len() / dim).min(manifest.vector_count as usize);
-    for (row, v) in data.chunks_exact(dim).take(complete_rows).enumerate() {
+    for (row, v) in data.chunks_exact(dim).enumerate() {
         let fault = if let Some(i) = v.iter().position(|x| !x.is_finite()) {
             non_finite += 1;
             Some(format!("component {i} is {}", v[i]))
@@ -565,7 +605,7 @@ fn check_vectors(
             first.get_or_insert((row, fault));
         }
     }
-    if let Some((row, fault)) = first {
+    if let Some((row, fault)) = first.filter(|_| lengths_ok) {
         let ord = rows
             .and_then(|rows| rows.get(row))
             .map(|ord| format!(" (document ordinal {ord})"))
@@ -575,16 +615,101 @@ fn check_vectors(
              more than {NORM_TOLERANCE}; the first is row {row}{ord}: {fault}"
         ));
     }
-    if bytes.len() as u64 == expected {
+    if lengths_ok {
         *out = Some(data);
     }
+    let segments = match files.len() {
+        1 => String::new(),
+        n => format!(" in {n} segments"),
+    };
     CheckItem::from_faults(
         CheckItem::VECTORS,
         faults,
         format!(
-            "{} vectors of dimension {dim} in {storage}, all finite with unit norm (largest \
-             deviation {worst:.1e})",
+            "{} vectors of dimension {dim} in {storage}{segments}, all finite with unit norm \
+             (largest deviation {worst:.1e})",
             manifest.vector_count
+        ),
+    )
+}
+
+/// Sealed segments: each flat graph parses, its points are exactly the segment's rows with
+/// the ordinals the docs file gives them, and every point is reachable from the entry point
+/// the way a search walks (see [`FlatGraph::unreachable`]).
+fn check_segments(
+    dir: &Path,
+    manifest: &Manifest,
+    bad_files: &BTreeMap<String, String>,
+    rows: Option<&[u32]>,
+) -> CheckItem {
+    let name = CheckItem::SEGMENTS;
+    let sealed = &manifest.files.sealed;
+    if sealed.is_empty() {
+        return CheckItem::pass(
+            name,
+            format!(
+                "none sealed: every vector is in the active segment (sealed at {} rows)",
+                manifest.segment_rows
+            ),
+        );
+    }
+    let mut faults = Vec::new();
+    let mut first_row = 0usize;
+    let mut points = 0usize;
+    for (i, segment) in sealed.iter().enumerate() {
+        let seg_rows = segment.rows as usize;
+        let flat = &segment.flat_graph;
+        let start = first_row;
+        first_row += seg_rows;
+        if let Some(fault) = bad_files.get(&flat.name) {
+            faults.push(format!("segment {i}: `{}` {fault}", flat.name));
+            continue;
+        }
+        let graph = match FlatGraph::open(dir, flat, segment.rows, segment.rows) {
+            Ok(graph) => graph,
+            Err(e) => {
+                faults.push(format!("segment {i}: {}", error_chain(&e)));
+                continue;
+            }
+        };
+        points += graph.len();
+        if let Some(ords) = rows.and_then(|r| r.get(start..start + seg_rows)) {
+            let mut seen = vec![false; seg_rows];
+            let wrong = graph
+                .points()
+                .filter(|&(ord, row)| {
+                    let row = row as usize;
+                    let fresh = row < seg_rows && !std::mem::replace(&mut seen[row], true);
+                    !fresh || ords[row] != ord
+                })
+                .count();
+            if wrong > 0 {
+                faults.push(format!(
+                    "segment {i} (`{}`): {wrong} points name a row used twice or an ordinal \
+                     other than the docs file's for that row",
+                    flat.name
+                ));
+            }
+        }
+        let unreachable = graph.unreachable();
+        if !unreachable.is_empty() {
+            faults.push(format!(
+                "segment {i} (`{}`): {} of {} points are unreachable from the entry point \
+                 (vector search can never return them): nodes {}",
+                flat.name,
+                unreachable.len(),
+                graph.len(),
+                list(&unreachable)
+            ));
+        }
+    }
+    CheckItem::from_faults(
+        name,
+        faults,
+        format!(
+            "{} sealed segments, {points} points: graphs parse, match the docs file's rows and \
+             reach every point",
+            sealed.len()
         ),
     )
 }
@@ -691,7 +816,7 @@ fn check_flat_graph(
     if let Some(fault) = bad_files.get(&flat.name) {
         return CheckItem::fail(name, format!("`{}` {fault}", flat.name));
     }
-    let rows = manifest.vector_count;
+    let rows = manifest.active_rows();
     let graph = match FlatGraph::open(dir, flat, rows, rows) {
         Ok(graph) => graph,
         Err(e) => return CheckItem::fail(name, error_chain(&e)),
@@ -717,7 +842,7 @@ fn check_flat_graph(
     let expected = HnswGraph::load(dir, &hnsw.basename).and_then(|loaded| {
         let docs = DocTable::load(dir, manifest)?;
         let entry = dump_entry_point(&dir.join(&hnsw.graph.name));
-        flat_words(&loaded, entry, &docs)
+        flat_words(&loaded, entry, &docs, manifest.sealed_rows() as usize)
             .map_err(|e| IndexError::corrupt(dir.join(&hnsw.graph.name), e))
     });
     match expected {
@@ -765,7 +890,7 @@ fn check_hnsw(
         Err(e) => return CheckItem::fail(CheckItem::HNSW, error_chain(&e)),
     };
     let dim = manifest.spec.dim;
-    let vector_count = manifest.vector_count as usize;
+    let vector_count = manifest.active_rows() as usize;
     let mut faults = Vec::new();
     if graph.len() != vector_count || graph.dim() != dim {
         faults.push(format!(

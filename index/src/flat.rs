@@ -340,6 +340,40 @@ impl FlatGraph {
         self.words.as_slice()
     }
 
+    /// (document ordinal, local row) of every node, in node order.
+    pub(crate) fn points(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let ords = self.section(self.ords);
+        let rows = self.section(self.rows);
+        ords.iter().copied().zip(rows.iter().copied())
+    }
+
+    /// Nodes no search can return: a search descends from the entry point through the upper
+    /// layers and then walks layer 0, so the nodes it can reach are those reachable on the
+    /// upper layers from the entry point (any of them can end the descent), and everything
+    /// reachable on layer 0 from those.
+    pub(crate) fn unreachable(&self) -> Vec<u32> {
+        let n = self.nodes;
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut reached = vec![false; n];
+        reached[self.entry as usize] = true;
+        let mut starts = vec![self.entry];
+        for layer in (0..self.layers.len()).rev() {
+            // Breadth-first from every node reached so far, on this layer.
+            let mut queue: std::collections::VecDeque<u32> = starts.iter().copied().collect();
+            while let Some(node) = queue.pop_front() {
+                for &next in self.neighbours(layer, node) {
+                    if !std::mem::replace(&mut reached[next as usize], true) {
+                        starts.push(next);
+                        queue.push_back(next);
+                    }
+                }
+            }
+        }
+        (0..n as u32).filter(|&i| !reached[i as usize]).collect()
+    }
+
     fn section(&self, range: (usize, usize)) -> &[u32] {
         &self.words.as_slice()[range.0..range.1]
     }

@@ -26,6 +26,7 @@ const VECTORS_SUFFIXES: [&str; 2] = [".f32", ".f16"];
 const HNSW_PREFIX: &str = "hnsw-";
 const FLAT_PREFIX: &str = "graph-";
 const FLAT_SUFFIX: &str = ".flat";
+const SEGMENT_PREFIX: &str = "segment-";
 /// Suffixes hnsw_rs appends to a dump basename (fixed by hnsw_rs).
 pub(crate) const HNSW_GRAPH_SUFFIX: &str = ".hnsw.graph";
 pub(crate) const HNSW_DATA_SUFFIX: &str = ".hnsw.data";
@@ -49,6 +50,20 @@ pub(crate) fn flat_graph_file(gen: u64) -> String {
     format!("{FLAT_PREFIX}{gen}{FLAT_SUFFIX}")
 }
 
+/// The rows of the `k`-th segment sealed for generation `gen` (the commit that publishes it).
+pub(crate) fn segment_vectors_file(gen: u64, k: usize, storage: VectorStorage) -> String {
+    let suffix = match storage {
+        VectorStorage::F32 => VECTORS_SUFFIXES[0],
+        VectorStorage::F16 => VECTORS_SUFFIXES[1],
+    };
+    format!("{SEGMENT_PREFIX}{gen}-{k}{suffix}")
+}
+
+/// The flat graph of the `k`-th segment sealed for generation `gen`.
+pub(crate) fn segment_graph_file(gen: u64, k: usize) -> String {
+    format!("{SEGMENT_PREFIX}{gen}-{k}{FLAT_SUFFIX}")
+}
+
 /// Basename of the hnsw_rs dump of generation `gen` (hnsw_rs adds the suffixes).
 pub(crate) fn hnsw_basename(gen: u64) -> String {
     format!("{HNSW_PREFIX}{gen}")
@@ -69,6 +84,20 @@ pub(crate) fn is_generation_file(name: &str) -> bool {
     }
     if let Some(rest) = name.strip_prefix(FLAT_PREFIX) {
         return numbered(rest, FLAT_SUFFIX);
+    }
+    if let Some(rest) = name.strip_prefix(SEGMENT_PREFIX) {
+        // `<gen>-<k>` and a vector or graph suffix.
+        let pair = |stem: &str| {
+            stem.split_once('-').is_some_and(|(g, k)| {
+                [g, k]
+                    .iter()
+                    .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+        };
+        return VECTORS_SUFFIXES
+            .iter()
+            .chain([&FLAT_SUFFIX])
+            .any(|s| rest.strip_suffix(s).is_some_and(pair));
     }
     if let Some(rest) = name.strip_prefix(HNSW_PREFIX) {
         // hnsw_rs may append `-<random>` to a basename it does not want to overwrite.
@@ -91,6 +120,17 @@ mod tests {
         assert!(is_generation_file(&vectors_file(12, VectorStorage::F32)));
         assert!(is_generation_file(&vectors_file(12, VectorStorage::F16)));
         assert!(is_generation_file(&flat_graph_file(5)));
+        assert!(is_generation_file(&segment_vectors_file(
+            4,
+            0,
+            VectorStorage::F32
+        )));
+        assert!(is_generation_file(&segment_vectors_file(
+            4,
+            2,
+            VectorStorage::F16
+        )));
+        assert!(is_generation_file(&segment_graph_file(9, 1)));
         let hnsw = hnsw_basename(7);
         assert!(is_generation_file(&format!("{hnsw}{HNSW_GRAPH_SUFFIX}")));
         assert!(is_generation_file(&format!(
@@ -103,6 +143,9 @@ mod tests {
             ERRORS,
             "docs-.jsonl",
             "vectors-1.f64",
+            "segment-3.flat",
+            "segment-3-.f32",
+            "segment-3-1.hnsw.graph",
             "notes.txt",
         ] {
             assert!(!is_generation_file(other), "{other}");

@@ -28,22 +28,31 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # On-disk layout (format version 3)
+//! # On-disk layout (format version 4)
+//!
+//! Vector rows are numbered in ordinal order and split into segments: sealed segments, each
+//! `segment_rows` rows with its own graph, never rewritten, then the active segment, which
+//! takes new rows and is rewritten by each commit until it fills up and is sealed in turn.
 //!
 //! ```text
 //! manifest.json          the commit point (JSON): format_version, generation, spec (dim,
 //!                        model_fingerprint, model_name), hnsw parameters, doc_count,
-//!                        deleted_count, vector_count, vector_storage (f32 or f16), the
-//!                        current files with length and CRC-32, times
+//!                        deleted_count, vector_count, vector_storage (f32 or f16),
+//!                        segment_rows, the current files with length and CRC-32 (the sealed
+//!                        segments' with their row counts), times
 //! docs-<gen>.jsonl       one JSON object per document in ordinal order:
 //!                        {"id", "fields" (omitted if empty), "row" (omitted if no vector)};
 //!                        a deleted document leaves {"id":"","deleted":true} (+ "row" until
 //!                        compaction), so ordinals never change
-//! vectors-<gen>.f32      vector_count rows of dim little-endian f32, unit L2 norm, no header
+//! segment-<gen>-<k>.f32  a sealed segment's rows (`.f16` for f16 storage), sealed for
+//!                        generation <gen> as its k-th
+//! segment-<gen>-<k>.flat its graph as flat u32 arrays (rows local to the segment)
+//! vectors-<gen>.f32      the active segment's rows: dim little-endian f32 each, unit L2
+//!                        norm, no header
 //! vectors-<gen>.f16      instead of .f32 when vector_storage is f16: IEEE binary16 rows
-//! hnsw-<gen>.hnsw.graph  hnsw_rs dump of the graph (data id = document ordinal): the
-//!                        writer's copy, reloaded to append
-//! hnsw-<gen>.hnsw.data   hnsw_rs's copy of the vectors
+//! hnsw-<gen>.hnsw.graph  hnsw_rs dump of the active segment's graph (data id = document
+//!                        ordinal): the writer's copy, reloaded to append
+//! hnsw-<gen>.hnsw.data   hnsw_rs's copy of the active segment's vectors
 //! graph-<gen>.flat       the same graph as flat u32 arrays, which readers map and search in
 //!                        place (see `flat.rs`); absent in indexes written before it existed,
 //!                        whose dump readers then convert at open
@@ -56,8 +65,9 @@
 //! A commit writes the new generation's files, fsyncs them and the folder, then replaces
 //! `manifest.json` atomically (temp file, fsync, rename, fsync folder) and deletes older
 //! generations. A crash at any point leaves the last committed generation readable; files
-//! the manifest does not name are removed by the next writer. Documents without a vector
-//! have no row; an index without vectors has no vector or graph files.
+//! the manifest does not name (segments sealed after the last commit among them) are removed
+//! by the next writer. Documents without a vector have no row; an index without vectors has
+//! no vector or graph files. Formats 1 to 3 had no segments: every row is in the active one.
 //!
 //! [`IndexWriter::delete`] hides a document from every search at the next commit;
 //! [`IndexWriter::compact`] then rewrites the vectors and graph without it and merges the text
@@ -85,8 +95,8 @@ pub use error::{IndexError, Result};
 pub use graph::{HnswParams, SearchOptions};
 pub use layout::{ERRORS as ERRORS_FILE, MANIFEST as MANIFEST_FILE};
 pub use manifest::{
-    DataFiles, FileEntry, HnswFiles, IndexSpec, Manifest, FORMAT_VERSION,
-    OLDEST_READABLE_FORMAT_VERSION,
+    DataFiles, FileEntry, HnswFiles, IndexSpec, Manifest, SegmentFiles, DEFAULT_SEGMENT_ROWS,
+    FORMAT_VERSION, OLDEST_READABLE_FORMAT_VERSION,
 };
 pub use reader::{DocRef, Hit, Index};
 pub use text::{Bm25Params, TextField};

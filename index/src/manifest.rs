@@ -21,8 +21,16 @@ use crate::vectors::VectorStorage;
 /// Version 2 added deletion: tombstone records in the docs file and `deleted_count`. A version 1
 /// folder is a version 2 folder without deletions, so it is read as is and upgraded in place by
 /// the next commit. Version 3 added `vector_storage` (f16 vector files); versions 1 and 2 store
-/// f32, which is what the field defaults to, so they are read as is too.
-pub const FORMAT_VERSION: u32 = 3;
+/// f32, which is what the field defaults to, so they are read as is too. Version 4 added sealed
+/// vector segments (`files.sealed`, `segment_rows`); an older folder is one whose rows all lie
+/// in the active segment, so it is read as is.
+pub const FORMAT_VERSION: u32 = 4;
+
+/// The active segment is sealed when it holds this many rows, unless the index was created
+/// with another [`CreateOptions::segment_rows`](crate::CreateOptions). At dimension 128 the
+/// writer holds about 2 KiB per active row (hnsw_rs's graph and copy of the vector), so about
+/// 1 GiB at this size; an archive of a million images is searched as two or three graphs.
+pub const DEFAULT_SEGMENT_ROWS: u64 = 500_000;
 /// The oldest format version this build can still read.
 pub const OLDEST_READABLE_FORMAT_VERSION: u32 = 1;
 
@@ -59,17 +67,37 @@ pub struct HnswFiles {
     pub data: FileEntry,
 }
 
+/// A sealed vector segment: a run of consecutive vector rows with their own HNSW graph, written
+/// once when the writer's active segment filled up and never rewritten after (until
+/// [`IndexWriter::compact`](crate::IndexWriter::compact)). Segments keep the writer's memory
+/// bounded by the segment size, not the archive, and spare each commit from copying every
+/// row; readers search each segment's graph and merge the hits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentFiles {
+    /// Rows in the segment. Its first row is the sum of the rows of the segments before it.
+    pub rows: u64,
+    /// The rows, encoded as `Manifest::vector_storage` says.
+    pub vectors: FileEntry,
+    /// The segment's graph as flat arrays (see `flat.rs`), rows local to the segment.
+    pub flat_graph: FileEntry,
+}
+
 /// The data files of the current generation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataFiles {
     /// Per-document records, one JSON object per line, in ordinal order. `None` while empty.
     #[serde(default)]
     pub docs: Option<FileEntry>,
-    /// Vector rows, little-endian, as `Manifest::vector_storage` says. `None` while no
-    /// document has a vector.
+    /// Sealed vector segments, in row order: rows `0..` of the index. Empty in indexes
+    /// written before segments existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sealed: Vec<SegmentFiles>,
+    /// The active segment's vector rows (those after the sealed segments' rows),
+    /// little-endian, as `Manifest::vector_storage` says. `None` while it is empty.
     #[serde(default)]
     pub vectors: Option<FileEntry>,
-    /// The HNSW graph over the vectors. `None` while no document has a vector.
+    /// The HNSW graph over the active segment's rows: the writer's copy, reloaded to append.
+    /// `None` while the active segment is empty.
     #[serde(default)]
     pub hnsw: Option<HnswFiles>,
     /// The same graph as flat arrays, which readers map and search in place. Absent in
@@ -85,12 +113,17 @@ impl Default for DataFiles {
     fn default() -> Self {
         DataFiles {
             docs: None,
+            sealed: Vec::new(),
             vectors: None,
             hnsw: None,
             flat_graph: None,
             text_dir: default_text_dir(),
         }
     }
+}
+
+fn default_segment_rows() -> u64 {
+    DEFAULT_SEGMENT_ROWS
 }
 
 fn default_text_dir() -> String {
@@ -116,8 +149,11 @@ pub struct Manifest {
     /// `doc_count - deleted_count`.
     #[serde(default)]
     pub deleted_count: u64,
-    /// Number of documents with a vector (rows of the vector file).
+    /// Number of documents with a vector: rows of the sealed segments and the active one.
     pub vector_count: u64,
+    /// Rows at which the writer seals the active segment (see [`SegmentFiles`]).
+    #[serde(default = "default_segment_rows")]
+    pub segment_rows: u64,
     /// How the vector file stores components. Absent before format version 3: f32.
     #[serde(default)]
     pub vector_storage: VectorStorage,
@@ -138,6 +174,7 @@ impl Manifest {
         spec: IndexSpec,
         hnsw: HnswParams,
         vector_storage: VectorStorage,
+        segment_rows: u64,
     ) -> Manifest {
         let now = fsio::now_rfc3339();
         Manifest {
@@ -148,6 +185,7 @@ impl Manifest {
             doc_count: 0,
             deleted_count: 0,
             vector_count: 0,
+            segment_rows,
             vector_storage,
             files: DataFiles::default(),
             created: now.clone(),
@@ -155,10 +193,25 @@ impl Manifest {
         }
     }
 
+    /// Rows of the sealed segments (the first rows of the index).
+    pub fn sealed_rows(&self) -> u64 {
+        self.files.sealed.iter().map(|s| s.rows).sum()
+    }
+
+    /// Rows of the active segment (the last rows of the index), which the hnsw_rs dump and
+    /// `files.vectors` hold.
+    pub fn active_rows(&self) -> u64 {
+        self.vector_count.saturating_sub(self.sealed_rows())
+    }
+
     /// Names of all generation files this manifest refers to (everything else of that kind
     /// in the folder may be deleted).
     pub(crate) fn referenced_files(&self) -> Vec<String> {
         let mut names = Vec::new();
+        for segment in &self.files.sealed {
+            names.push(segment.vectors.name.clone());
+            names.push(segment.flat_graph.name.clone());
+        }
         if let Some(docs) = &self.files.docs {
             names.push(docs.name.clone());
         }
@@ -239,9 +292,22 @@ impl Manifest {
         if (self.doc_count > 0) != self.files.docs.is_some() {
             return bad("doc_count and the docs file disagree".into());
         }
-        let has_vectors = self.vector_count > 0;
-        if has_vectors != self.files.vectors.is_some() || has_vectors != self.files.hnsw.is_some() {
-            return bad("vector_count and the vector/HNSW files disagree".into());
+        if self.segment_rows == 0 {
+            return bad("segment_rows is 0".into());
+        }
+        if self.files.sealed.iter().any(|s| s.rows == 0) {
+            return bad("a sealed segment has no rows".into());
+        }
+        let sealed: u64 = self.files.sealed.iter().map(|s| s.rows).sum();
+        if sealed > self.vector_count {
+            return bad(format!(
+                "the sealed segments hold {sealed} rows, more than vector_count {}",
+                self.vector_count
+            ));
+        }
+        let has_active = self.vector_count > sealed;
+        if has_active != self.files.vectors.is_some() || has_active != self.files.hnsw.is_some() {
+            return bad("the active segment's rows and its vector/HNSW files disagree".into());
         }
         let text_dir = Path::new(&self.files.text_dir);
         let single_name = matches!(
@@ -286,7 +352,12 @@ mod tests {
     #[test]
     fn round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let m = Manifest::new(spec(), HnswParams::default(), VectorStorage::F16);
+        let m = Manifest::new(
+            spec(),
+            HnswParams::default(),
+            VectorStorage::F16,
+            DEFAULT_SEGMENT_ROWS,
+        );
         m.write(dir.path()).unwrap();
         assert_eq!(Manifest::read(dir.path()).unwrap(), m);
     }
@@ -298,6 +369,7 @@ mod tests {
             spec(),
             HnswParams::default(),
             VectorStorage::F16,
+            DEFAULT_SEGMENT_ROWS,
         ))
         .unwrap();
         value["format_version"] = serde_json::json!(FORMAT_VERSION + 1);
@@ -323,6 +395,8 @@ mod tests {
         assert_eq!(m.files.text_dir, layout::TEXT_DIR);
         assert_eq!(m.hnsw, HnswParams::default());
         assert_eq!(m.vector_storage, VectorStorage::F32);
+        assert_eq!(m.segment_rows, DEFAULT_SEGMENT_ROWS);
+        assert!(m.files.sealed.is_empty());
     }
 
     #[test]

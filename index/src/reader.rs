@@ -2,9 +2,10 @@
 //!
 //! `Index::open` reads the manifest, then the files it names; every file is checked against
 //! the manifest's length and CRC-32 (cheap next to the I/O) so a damaged index fails at open
-//! with the file's name instead of returning wrong results later. The HNSW graph is reloaded
-//! from its dump, never rebuilt. A writer committing meanwhile may delete the files of the
-//! generation we just read about; open then retries with the new manifest.
+//! with the file's name instead of returning wrong results later. Each vector segment (the
+//! sealed ones and the active one) is searched through its own flat graph, memory-mapped, and
+//! the hits are merged. A writer committing meanwhile may delete the files of the generation
+//! we just read about; open then retries with the new manifest.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -44,13 +45,22 @@ pub struct DocRef<'a> {
     pub has_vector: bool,
 }
 
+/// One vector segment as readers search it: its rows and its graph.
+#[derive(Debug)]
+struct Segment {
+    /// The segment's first row in the index's row numbering.
+    first_row: usize,
+    vectors: VectorStore,
+    graph: FlatGraph,
+}
+
 /// A committed index, opened read-only. Cheap to query from many threads (`Send + Sync`).
 pub struct Index {
     dir: PathBuf,
     manifest: Manifest,
     docs: DocTable,
-    vectors: VectorStore,
-    graph: Option<FlatGraph>,
+    /// Sealed segments, then the active one, in row order.
+    segments: Vec<Segment>,
     text: TextReader,
     options: SearchOptions,
 }
@@ -97,33 +107,40 @@ impl Index {
     fn load(dir: &Path, manifest: Manifest, options: SearchOptions) -> Result<Index> {
         let dim = manifest.spec.dim;
         let docs = DocTable::load(dir, &manifest)?;
-        let rows = manifest.vector_count;
-        let (vectors, graph) = match (&manifest.files.vectors, &manifest.files.hnsw) {
-            (Some(entry), Some(hnsw)) => {
-                let vectors = VectorStore::open(
-                    dir,
-                    entry,
-                    rows,
-                    dim,
-                    manifest.vector_storage,
-                    options.vector_placement,
-                )?;
-                let graph = match &manifest.files.flat_graph {
-                    Some(flat) => FlatGraph::open(dir, flat, rows, rows)?,
-                    // Written before the flat file existed: convert the hnsw_rs dump (slow,
-                    // as opening was then; the next commit writes the flat file).
-                    None => {
-                        let loaded = load_graph(dir, hnsw, rows, dim)?;
-                        let path = dir.join(&hnsw.graph.name);
-                        flat_words(&loaded, dump_entry_point(&path), &docs)
-                            .and_then(|words| FlatGraph::from_words(words, rows, rows))
-                            .map_err(|e| IndexError::corrupt(path, e))?
-                    }
-                };
-                (vectors, Some(graph))
-            }
-            _ => (VectorStore::empty(dim), None),
-        };
+        let storage = manifest.vector_storage;
+        let placement = options.vector_placement;
+        let mut segments = Vec::with_capacity(manifest.files.sealed.len() + 1);
+        let mut first_row = 0usize;
+        for sealed in &manifest.files.sealed {
+            let rows = sealed.rows;
+            segments.push(Segment {
+                first_row,
+                vectors: VectorStore::open(dir, &sealed.vectors, rows, dim, storage, placement)?,
+                graph: FlatGraph::open(dir, &sealed.flat_graph, rows, rows)?,
+            });
+            first_row += rows as usize;
+        }
+        if let (Some(entry), Some(hnsw)) = (&manifest.files.vectors, &manifest.files.hnsw) {
+            let rows = manifest.active_rows();
+            let vectors = VectorStore::open(dir, entry, rows, dim, storage, placement)?;
+            let graph = match &manifest.files.flat_graph {
+                Some(flat) => FlatGraph::open(dir, flat, rows, rows)?,
+                // Written before the flat file existed: convert the hnsw_rs dump (slow, as
+                // opening was then; the next commit writes the flat file).
+                None => {
+                    let loaded = load_graph(dir, hnsw, rows, dim)?;
+                    let path = dir.join(&hnsw.graph.name);
+                    flat_words(&loaded, dump_entry_point(&path), &docs, first_row)
+                        .and_then(|words| FlatGraph::from_words(words, rows, rows))
+                        .map_err(|e| IndexError::corrupt(path, e))?
+                }
+            };
+            segments.push(Segment {
+                first_row,
+                vectors,
+                graph,
+            });
+        }
         let text = TextReader::open(
             &dir.join(&manifest.files.text_dir),
             manifest.doc_count,
@@ -133,8 +150,7 @@ impl Index {
             dir: dir.to_path_buf(),
             manifest,
             docs,
-            vectors,
-            graph,
+            segments,
             text,
             options,
         })
@@ -178,7 +194,12 @@ impl Index {
 
     /// Number of documents with a vector.
     pub fn vector_count(&self) -> usize {
-        self.vectors.rows()
+        self.segments.iter().map(|s| s.vectors.rows()).sum()
+    }
+
+    /// Number of vector segments a search walks (sealed ones and the active one).
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
     }
 
     /// The stored document with ordinal `ord`; `None` past the end and for deleted documents.
@@ -207,8 +228,10 @@ impl Index {
         if record.deleted {
             return None;
         }
-        let row = record.row?;
-        self.vectors.view().row(row as usize)
+        let row = record.row? as usize;
+        let at = self.segments.partition_point(|s| s.first_row <= row);
+        let segment = self.segments.get(at.checked_sub(1)?)?;
+        segment.vectors.view().row(row - segment.first_row)
     }
 
     /// Fails with [`IndexError::ModelMismatch`] unless `fingerprint` is the index's model.
@@ -267,10 +290,9 @@ impl Index {
     ) -> Result<Vec<Hit>> {
         let q = self.normalized_query(query)?;
         let allows = |ord: u32| allow.is_none_or(|a| a(ord));
-        let graph = match &self.graph {
-            Some(graph) if self.vectors.rows() > self.options.exact_threshold => graph,
-            _ => return Ok(self.exact(&q, k, allows)),
-        };
+        if self.vector_count() <= self.options.exact_threshold {
+            return Ok(self.exact(&q, k, allows));
+        }
         if k == 0 {
             return Ok(Vec::new());
         }
@@ -282,11 +304,14 @@ impl Index {
             (None, 0) => None,
             _ => Some(&live_and_allowed),
         };
-        let found = graph.search(&q, k, ef, self.vectors.view(), filter);
-        let mut hits: Vec<Hit> = found
-            .into_iter()
-            .map(|(ord, score)| Hit { ord, score })
-            .collect();
+        // Each segment gives its own top k; the best k of those are the index's.
+        let mut hits: Vec<Hit> = Vec::with_capacity(k * self.segments.len());
+        for segment in &self.segments {
+            let found = segment
+                .graph
+                .search(&q, k, ef, segment.vectors.view(), filter);
+            hits.extend(found.into_iter().map(|(ord, score)| Hit { ord, score }));
+        }
         hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.ord.cmp(&b.ord)));
         hits.truncate(k);
         Ok(hits)
@@ -311,16 +336,23 @@ impl Index {
     }
 
     fn exact(&self, q: &[f32], k: usize, filter: impl Fn(u32) -> bool) -> Vec<Hit> {
-        let rows = &self.docs.row_to_ord;
-        vectors::top_k_exact(self.vectors.view(), q, k, |row| {
-            self.docs.is_live(rows[row]) && filter(rows[row])
-        })
-        .into_iter()
-        .map(|(row, score)| Hit {
-            ord: rows[row],
-            score,
-        })
-        .collect()
+        let ords = &self.docs.row_to_ord;
+        let mut hits = Vec::new();
+        for segment in &self.segments {
+            let ords = &ords[segment.first_row..];
+            let found = vectors::top_k_exact(segment.vectors.view(), q, k, |row| {
+                self.docs.is_live(ords[row]) && filter(ords[row])
+            });
+            hits.extend(found.into_iter().map(|(row, score)| Hit {
+                ord: ords[row],
+                score,
+            }));
+        }
+        // Rows follow ordinals, so this is the order of a single scan: best first, then the
+        // lower ordinal.
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.ord.cmp(&b.ord)));
+        hits.truncate(k);
+        hits
     }
 
     /// BM25 search over report text with English stemming, best first (ties: lower ordinal

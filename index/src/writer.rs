@@ -2,18 +2,27 @@
 //! added since the last commit, the HNSW graph, tantivy's in-memory segment); `commit` makes
 //! them durable and visible.
 //!
-//! A commit writes the *new generation's* files (docs, vectors, graph dump) in full rather than
-//! appending to the previous ones. Files a manifest names are therefore never modified, which
-//! lets readers memory-map them without seeing them change, makes the length/CRC checks exact,
-//! and makes crash recovery trivial (anything the manifest does not name is garbage). The cost
-//! is that a commit rewrites all vectors (the committed rows are copied from the previous file,
-//! not held in memory); the graph dump is a full rewrite anyway (hnsw_rs has no incremental
-//! dump), so commits should be batched (thousands of documents, or once at the end), not
-//! issued per document.
+//! Vector rows live in segments. The *active* segment takes new rows: hnsw_rs builds its graph
+//! in memory, with its own copy of each vector. When it reaches the index's `segment_rows`,
+//! the writer *seals* it: its rows and its graph (as flat arrays) are written to files of their
+//! own, the in-memory graph is dropped, and a new active segment starts. Sealed segments are
+//! never rewritten (until [`IndexWriter::compact`]), and readers search each segment's graph
+//! and merge the hits. So the writer's memory for vectors is bounded by the segment size, not
+//! by the archive.
+//!
+//! A commit writes the *new generation's* files (docs, the active segment's vectors and graph
+//! dump) in full rather than appending to the previous ones. Files a manifest names are
+//! therefore never modified, which lets readers memory-map them without seeing them change,
+//! makes the length/CRC checks exact, and makes crash recovery trivial (anything the manifest
+//! does not name is garbage). The cost is that a commit rewrites the active segment (its
+//! committed rows are copied from the previous file, not held in memory); the graph dump is a
+//! full rewrite anyway (hnsw_rs has no incremental dump), so commits should be batched
+//! (thousands of documents, or once at the end), not issued per document. A segment sealed
+//! between two commits is written at once but named by a manifest only at the next commit.
 //!
 //! What still grows with the index while a writer is open: the document table (ids and stored
-//! fields) and the HNSW graph, which hnsw_rs builds in memory with its own copy of every
-//! vector. `cargo bench --bench writer_memory` measures each part per document.
+//! fields, about 1 KiB per image with `cxr index`'s fields). `cargo bench --bench
+//! writer_memory` measures each part per document.
 //!
 //! Commit order: tantivy commit -> new data files written and fsync'd -> folder fsync'd ->
 //! manifest replaced atomically -> older generations' files deleted -> tantivy deletions of the
@@ -39,7 +48,7 @@ use crate::flat::FlatGraph;
 use crate::fsio;
 use crate::graph::{self, HnswGraph, HnswParams};
 use crate::layout;
-use crate::manifest::{HnswFiles, IndexSpec, Manifest};
+use crate::manifest::{HnswFiles, IndexSpec, Manifest, SegmentFiles, DEFAULT_SEGMENT_ROWS};
 use crate::text::TextWriter;
 use crate::vectors::{self, VectorStorage};
 
@@ -127,12 +136,25 @@ pub fn read_failures(dir: impl AsRef<Path>) -> Result<Vec<Failure>> {
 }
 
 /// What is fixed when an index is created.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CreateOptions {
     /// HNSW construction parameters.
     pub hnsw: HnswParams,
     /// How vector components are stored.
     pub vector_storage: VectorStorage,
+    /// Rows per sealed segment ([`DEFAULT_SEGMENT_ROWS`] by default): what bounds the
+    /// writer's memory. Smaller segments cost queries a graph search each.
+    pub segment_rows: u64,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        CreateOptions {
+            hnsw: HnswParams::default(),
+            vector_storage: VectorStorage::default(),
+            segment_rows: DEFAULT_SEGMENT_ROWS,
+        }
+    }
 }
 
 /// Adds documents to an index folder. Only one writer can hold an index at a time.
@@ -141,13 +163,20 @@ pub struct IndexWriter {
     /// The last committed manifest.
     manifest: Manifest,
     docs: DocTable,
-    /// Rows at the start of the committed vector file that the next generation's file copies
-    /// (all of them, except after a compaction, which rewrites every row).
+    /// Sealed segments, committed or sealed since the last commit, in row order.
+    sealed: Vec<SegmentFiles>,
+    /// Their rows: the active segment's first row.
+    sealed_rows: usize,
+    /// Segments sealed since the last commit (they number the next sealed files).
+    sealed_since_commit: usize,
+    /// Rows at the start of the active segment's committed vector file that the next
+    /// generation's file copies (0 after a seal or a compaction).
     committed_rows: usize,
-    /// Rows added since then (row `committed_rows + i`), unit-norm and already rounded to the
-    /// storage. Committed rows are not held: a commit copies them from the committed file
-    /// block by block, so the writer's memory does not grow with them.
+    /// Active rows added since then (row `sealed_rows + committed_rows + i`), unit-norm and
+    /// already rounded to the storage. Committed rows are not held: a commit copies them from
+    /// the committed file block by block.
     pending_vectors: Vec<f32>,
+    /// The active segment's graph.
     graph: HnswGraph,
     /// (row, ordinal) of vectors not yet inserted into the graph.
     graph_pending: Vec<(usize, usize)>,
@@ -185,8 +214,14 @@ impl IndexWriter {
         let CreateOptions {
             hnsw: params,
             vector_storage,
+            segment_rows,
         } = options;
         params.validate()?;
+        if segment_rows == 0 {
+            return Err(IndexError::InvalidParams {
+                reason: "segment_rows must be positive".into(),
+            });
+        }
         if spec.dim == 0 {
             return Err(IndexError::InvalidParams {
                 reason: "spec.dim must be positive".into(),
@@ -205,13 +240,16 @@ impl IndexWriter {
             });
         }
         let text = TextWriter::create(&dir.join(layout::TEXT_DIR))?;
-        let manifest = Manifest::new(spec, params, vector_storage);
+        let manifest = Manifest::new(spec, params, vector_storage, segment_rows);
         manifest.write(dir)?;
         Ok(IndexWriter {
             dir: dir.to_path_buf(),
             graph: HnswGraph::new(&params, 0),
             manifest,
             docs: DocTable::default(),
+            sealed: Vec::new(),
+            sealed_rows: 0,
+            sealed_since_commit: 0,
             committed_rows: 0,
             pending_vectors: Vec::new(),
             graph_pending: Vec::new(),
@@ -243,24 +281,23 @@ impl IndexWriter {
                 .map(|(ord, _)| ord as u32),
         );
         let dim = manifest.spec.dim;
+        let active = manifest.active_rows();
         let graph = match (&manifest.files.vectors, &manifest.files.hnsw) {
             (Some(entry), Some(hnsw)) => {
                 // Checked now, not at the first commit that copies it, so that a damaged
-                // index is refused before anything is added to it.
-                vectors::check_file(
-                    dir,
-                    entry,
-                    manifest.vector_count,
-                    dim,
-                    manifest.vector_storage,
-                )?;
-                load_graph(dir, hnsw, manifest.vector_count, dim)?
+                // index is refused before anything is added to it. Sealed segments are
+                // only read again by a compaction, which checks them then.
+                vectors::check_file(dir, entry, active, dim, manifest.vector_storage)?;
+                load_graph(dir, hnsw, active, dim)?
             }
             _ => HnswGraph::new(&manifest.hnsw, 0),
         };
         let writer = IndexWriter {
             dir: dir.to_path_buf(),
-            committed_rows: manifest.vector_count as usize,
+            sealed: manifest.files.sealed.clone(),
+            sealed_rows: manifest.sealed_rows() as usize,
+            sealed_since_commit: 0,
+            committed_rows: active as usize,
             manifest,
             docs,
             pending_vectors: Vec::new(),
@@ -276,6 +313,11 @@ impl IndexWriter {
     /// How this index stores its vectors (set when it was created).
     pub fn vector_storage(&self) -> VectorStorage {
         self.manifest.vector_storage
+    }
+
+    /// Rows at which the active segment is sealed (set when the index was created).
+    pub fn segment_rows(&self) -> u64 {
+        self.manifest.segment_rows
     }
 
     /// The folder of this index.
@@ -395,6 +437,10 @@ impl IndexWriter {
             }
             None => None,
         };
+        // Sealed before anything changes, so that a failed seal leaves the index as it was.
+        if vector.is_some() && self.active_full() {
+            self.seal()?;
+        }
         let ord = self.docs.records.len() as u32;
         self.text
             .add(ord, &id, text.as_deref(), negated_text.as_deref())?;
@@ -416,12 +462,78 @@ impl IndexWriter {
         Ok(ord)
     }
 
+    /// Rows of the active segment, committed or not.
+    fn active_rows(&self) -> usize {
+        self.committed_rows + self.pending_vectors.len() / self.manifest.spec.dim
+    }
+
+    fn active_full(&self) -> bool {
+        self.active_rows() as u64 >= self.manifest.segment_rows
+    }
+
+    /// The committed part of the active segment that its next file copies.
+    fn committed_prefix(&self) -> Result<Option<(&crate::manifest::FileEntry, usize)>> {
+        match (self.committed_rows, &self.manifest.files.vectors) {
+            (0, _) => Ok(None),
+            (rows, Some(entry)) => Ok(Some((entry, rows))),
+            (rows, None) => Err(IndexError::corrupt(
+                self.dir.join(layout::MANIFEST),
+                format!("{rows} vectors are committed but no vector file is named"),
+            )),
+        }
+    }
+
+    /// Writes the active segment's rows and graph as a sealed segment and starts an empty
+    /// active segment. The files are named by the next commit's manifest; until then they
+    /// are leftovers that a writer opening the folder removes.
+    fn seal(&mut self) -> Result<()> {
+        self.flush_graph();
+        let rows = self.active_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let dim = self.manifest.spec.dim;
+        let storage = self.manifest.vector_storage;
+        let gen = self.manifest.generation + 1;
+        let k = self.sealed_since_commit;
+        let vectors = vectors::write(
+            &self.dir,
+            &layout::segment_vectors_file(gen, k, storage),
+            self.committed_prefix()?,
+            &self.pending_vectors,
+            dim,
+            storage,
+        )?;
+        // hnsw_rs keeps its entry point to itself without a dump; any point of the top layer
+        // is as good a start (see `FlatGraph::encode`).
+        let name = layout::segment_graph_file(gen, k);
+        let words =
+            flat_words(&self.graph, None, &self.docs, self.sealed_rows).map_err(|reason| {
+                IndexError::Hnsw {
+                    path: self.dir.join(&name),
+                    reason,
+                }
+            })?;
+        let flat_graph = FlatGraph::write(&self.dir, &name, &words)?;
+        self.sealed.push(SegmentFiles {
+            rows: rows as u64,
+            vectors,
+            flat_graph,
+        });
+        self.sealed_rows += rows;
+        self.sealed_since_commit += 1;
+        self.committed_rows = 0;
+        self.pending_vectors = Vec::new();
+        self.graph = HnswGraph::new(&self.manifest.hnsw, 0);
+        Ok(())
+    }
+
     fn flush_graph(&mut self) {
         if self.graph_pending.is_empty() {
             return;
         }
         let dim = self.manifest.spec.dim;
-        let base = self.committed_rows;
+        let base = self.sealed_rows + self.committed_rows;
         // Rows waiting for the graph are pending rows (added since the last commit).
         let items: Vec<(&[f32], usize)> = self
             .graph_pending
@@ -465,6 +577,9 @@ impl IndexWriter {
             return Ok(self.info(0, 0));
         }
         self.flush_graph();
+        if self.active_full() {
+            self.seal()?;
+        }
         self.text.commit()?;
         self.write_generation()?;
         // The tombstones are durable: now tantivy may forget those documents. Best effort: a
@@ -476,10 +591,12 @@ impl IndexWriter {
     }
 
     /// Rewrites what deletions left behind: the vector rows and graph points of deleted
-    /// documents (the graph is rebuilt from the live vectors, which takes about as long as
-    /// building it did), and the text index's deleted documents (its segments are merged into
-    /// one). Commits anything pending first. Ordinals do not change, so tombstone records stay
-    /// (a few bytes each). Readers opened before keep their snapshot.
+    /// documents (every segment's graph is rebuilt from the live vectors, which takes about as
+    /// long as building them did; segments are refilled to the index's segment size), and the
+    /// text index's deleted documents (its segments are merged into one). Commits anything
+    /// pending first. Ordinals do not change, so tombstone records stay (a few bytes each).
+    /// Readers opened before keep their snapshot. Memory stays bounded by one segment: the old
+    /// segments are read one at a time.
     pub fn compact(&mut self) -> Result<CompactInfo> {
         self.commit()?;
         let bytes_before = self.data_bytes();
@@ -499,29 +616,24 @@ impl IndexWriter {
             });
         }
         let dim = self.manifest.spec.dim;
-        // Everything is committed (above): the rows come from the committed file. A
-        // compaction rebuilds the graph from every live row, so it holds them all.
-        let committed = match &self.manifest.files.vectors {
-            Some(entry) => vectors::read_all(
-                &self.dir,
-                entry,
-                self.manifest.vector_count,
-                dim,
-                self.manifest.vector_storage,
-            )?,
-            None => Vec::new(),
-        };
-        let mut vectors = Vec::with_capacity(committed.len());
+        let storage = self.manifest.vector_storage;
+        // The committed segments, in row order (everything is committed, above).
+        let mut sources: Vec<(crate::manifest::FileEntry, u64)> = self
+            .manifest
+            .files
+            .sealed
+            .iter()
+            .map(|s| (s.vectors.clone(), s.rows))
+            .collect();
+        if let Some(entry) = &self.manifest.files.vectors {
+            sources.push((entry.clone(), self.manifest.active_rows()));
+        }
+        let old_rows = std::mem::take(&mut self.docs.row_to_ord);
         let mut removed = 0usize;
         let mut docs = DocTable::default();
         for record in std::mem::take(&mut self.docs.records) {
             let row = match (record.row, record.deleted) {
-                (Some(row), false) => {
-                    let row = row as usize;
-                    let next = vectors.len() / dim;
-                    vectors.extend_from_slice(&committed[row * dim..(row + 1) * dim]);
-                    Some(next as u32)
-                }
+                (Some(_), false) => Some(docs.row_to_ord.len() as u32),
                 (Some(_), true) => {
                     removed += 1;
                     None
@@ -530,26 +642,49 @@ impl IndexWriter {
             };
             docs.push(DocRecord { row, ..record });
         }
-        drop(committed);
         self.docs = docs;
-        // The next generation's file holds the live rows alone.
+        // The next generation holds the live rows alone, in new segments.
+        self.sealed = Vec::new();
+        self.sealed_rows = 0;
+        self.sealed_since_commit = 0;
         self.committed_rows = 0;
-        self.pending_vectors = vectors;
-        let rows = self.docs.row_to_ord.len();
-        self.graph = HnswGraph::new(&self.manifest.hnsw, rows);
-        self.graph_pending = self
-            .docs
-            .row_to_ord
-            .iter()
-            .enumerate()
-            .map(|(row, &ord)| (row, ord as usize))
-            .collect();
+        self.pending_vectors = Vec::new();
+        let live_rows = self.docs.row_to_ord.len();
+        let capacity = live_rows.min(self.manifest.segment_rows as usize);
+        self.graph = HnswGraph::new(&self.manifest.hnsw, capacity);
+        self.graph_pending.clear();
+        let mut old_row = 0usize;
+        let mut new_row = 0usize;
+        for (entry, rows) in sources {
+            let data = vectors::read_all(&self.dir, &entry, rows, dim, storage)?;
+            for v in data.chunks_exact(dim) {
+                let ord = old_rows.get(old_row).copied().ok_or_else(|| {
+                    IndexError::corrupt(
+                        self.dir.join(&entry.name),
+                        format!("row {old_row} belongs to no document"),
+                    )
+                })?;
+                old_row += 1;
+                if !self.docs.is_live(ord) {
+                    continue;
+                }
+                if self.active_full() {
+                    self.seal()?;
+                }
+                self.pending_vectors.extend_from_slice(v);
+                self.graph_pending.push((new_row, ord as usize));
+                new_row += 1;
+                if self.graph_pending.len() >= GRAPH_BATCH {
+                    self.flush_graph();
+                }
+            }
+        }
         self.flush_graph();
         self.text.merge_all()?;
         self.write_generation()?;
         Ok(CompactInfo {
             vectors_removed: removed,
-            vector_count: rows,
+            vector_count: live_rows,
             bytes_before,
             bytes_after: self.data_bytes(),
         })
@@ -562,6 +697,13 @@ impl IndexWriter {
             .into_iter()
             .flatten()
             .chain(files.hnsw.iter().flat_map(|h| [&h.graph, &h.data]))
+            .chain(files.flat_graph.iter())
+            .chain(
+                files
+                    .sealed
+                    .iter()
+                    .flat_map(|s| [&s.vectors, &s.flat_graph]),
+            )
             .map(|e| e.len)
             .sum();
         if let Ok(entries) = std::fs::read_dir(self.dir.join(&files.text_dir)) {
@@ -581,6 +723,8 @@ impl IndexWriter {
         let gen = self.manifest.generation + 1;
         let dim = self.manifest.spec.dim;
         let vector_count = self.docs.row_to_ord.len();
+        let active = vector_count - self.sealed_rows;
+        debug_assert_eq!(self.active_rows(), active);
         let mut next = self.manifest.clone();
         next.format_version = crate::manifest::FORMAT_VERSION;
         next.generation = gen;
@@ -588,26 +732,13 @@ impl IndexWriter {
         next.deleted_count = self.docs.deleted as u64;
         next.vector_count = vector_count as u64;
         next.files.docs = Some(self.docs.write(&dir, &layout::docs_file(gen))?);
-        if vector_count > 0 {
-            debug_assert_eq!(
-                self.committed_rows * dim + self.pending_vectors.len(),
-                vector_count * dim
-            );
+        next.files.sealed = self.sealed.clone();
+        if active > 0 {
             let storage = self.manifest.vector_storage;
-            let prefix = match (self.committed_rows, &self.manifest.files.vectors) {
-                (0, _) => None,
-                (rows, Some(entry)) => Some((entry, rows)),
-                (rows, None) => {
-                    return Err(IndexError::corrupt(
-                        dir.join(layout::MANIFEST),
-                        format!("{rows} vectors are committed but no vector file is named"),
-                    ))
-                }
-            };
             next.files.vectors = Some(vectors::write(
                 &dir,
                 &layout::vectors_file(gen, storage),
-                prefix,
+                self.committed_prefix()?,
                 &self.pending_vectors,
                 dim,
                 storage,
@@ -628,9 +759,11 @@ impl IndexWriter {
                 &dir.join(format!("{basename}{}", layout::HNSW_GRAPH_SUFFIX)),
             );
             let words =
-                flat_words(&self.graph, entry, &self.docs).map_err(|reason| IndexError::Hnsw {
-                    path: dir.join(&basename),
-                    reason,
+                flat_words(&self.graph, entry, &self.docs, self.sealed_rows).map_err(|reason| {
+                    IndexError::Hnsw {
+                        path: dir.join(&basename),
+                        reason,
+                    }
                 })?;
             next.files.flat_graph = Some(FlatGraph::write(
                 &dir,
@@ -646,8 +779,9 @@ impl IndexWriter {
         fsio::sync_dir(&dir)?;
         next.write(&dir)?;
         self.manifest = next;
-        self.committed_rows = vector_count;
+        self.committed_rows = active;
         self.pending_vectors = Vec::new();
+        self.sealed_since_commit = 0;
         self.remove_unreferenced_files();
         Ok(())
     }
@@ -680,15 +814,18 @@ impl IndexWriter {
     }
 }
 
-/// The flat encoding of an hnsw_rs graph (see [`crate::flat`]).
+/// The flat encoding of an hnsw_rs graph (see [`crate::flat`]) over a segment whose first
+/// row is `first_row`: node rows are local to the segment.
 pub(crate) fn flat_words(
     graph: &HnswGraph,
     entry: Option<(usize, u8, i32)>,
     docs: &DocTable,
+    first_row: usize,
 ) -> std::result::Result<Vec<u32>, String> {
     let snapshot = graph.snapshot(|_, _| {})?;
     FlatGraph::encode(&snapshot, entry, |ord| {
-        docs.records.get(ord).and_then(|r| r.row)
+        let row = docs.records.get(ord).and_then(|r| r.row)?;
+        row.checked_sub(u32::try_from(first_row).ok()?)
     })
 }
 

@@ -115,6 +115,7 @@ fn a_healthy_index_passes_every_item() {
             CheckItem::TEXT,
             CheckItem::HNSW,
             CheckItem::FLAT_GRAPH,
+            CheckItem::SEGMENTS,
             CheckItem::ERRORS,
         ]
     );
@@ -138,9 +139,9 @@ fn a_healthy_index_passes_every_item() {
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["ok"], true);
     assert_eq!(json["items"][0]["name"], "manifest");
-    assert_eq!(json["items"].as_array().unwrap().len(), 8);
+    assert_eq!(json["items"].as_array().unwrap().len(), 9);
     let text = report.to_string();
-    assert_eq!(text.lines().count(), 8);
+    assert_eq!(text.lines().count(), 9);
     assert!(text.lines().all(|l| l.starts_with("ok ")), "{text}");
 }
 
