@@ -5,7 +5,8 @@
 //! Texts: `--batch` reports from `--reports` (findings + impression), embedded by
 //! `DualEncoder::embed_texts` (tokenisation included); texts/s. The inputs and our embeddings
 //! are written to `--dump-dir` so the PyTorch peer runs the same inputs and compares outputs.
-//! The thread count is rayon's (`RAYON_NUM_THREADS`), which candle's CPU kernels use.
+//! The thread count is `RAYON_NUM_THREADS`, set up as `cxr index` sets it up
+//! (`model::threads::one_thread_per_product`: a chunk of the batch per thread).
 //!
 //! `cargo bench --bench embed -- --model DIR --images DIR --reports FILE --dump-dir DIR`
 
@@ -62,6 +63,7 @@ fn pngs(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    cxr_search::model::threads::one_thread_per_product();
     let model = DualEncoder::load(&args.model, &Device::Cpu)
         .with_context(|| format!("loading model {}", args.model.display()))?;
     std::fs::create_dir_all(&args.dump_dir)?;

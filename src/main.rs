@@ -462,6 +462,11 @@ enum ModelCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Batch inference: a chunk of the batch per thread, each product on one thread (see
+    // `model::threads`). Still single-threaded here, as that requires.
+    if matches!(cli.command, Command::Index(_) | Command::Classify(_)) {
+        cxr_search::model::threads::one_thread_per_product();
+    }
     let result = match cli.command {
         Command::Index(args) => cmd_index(args),
         Command::Search(args) => cmd_search(args),

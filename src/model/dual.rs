@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{linear_no_bias, VarBuilder};
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
@@ -290,6 +291,32 @@ impl DualEncoder {
 
     /// Embeds prepared images (each from [`Self::prepare_image`]); returns one unit vector each.
     pub fn embed_inputs(&self, inputs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.image_encoder()?;
+        self.in_chunks(inputs, |chunk| self.embed_inputs_batch(chunk))
+    }
+
+    /// Runs `embed` over `items` split into one chunk per rayon thread on the CPU (see
+    /// [`super::threads`]), or whole on a GPU, and joins the results in order.
+    fn in_chunks<T: Sync>(
+        &self,
+        items: &[T],
+        embed: impl Fn(&[T]) -> Result<Vec<Vec<f32>>, ModelError> + Sync,
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let chunks = super::threads::chunks_for(items.len());
+        if items.is_empty() || chunks == 1 || !self.device.is_cpu() {
+            return embed(items);
+        }
+        let size = items.len().div_ceil(chunks);
+        let parts: Vec<Result<Vec<Vec<f32>>, ModelError>> =
+            items.par_chunks(size).map(&embed).collect();
+        let mut out = Vec::with_capacity(items.len());
+        for part in parts {
+            out.extend(part?);
+        }
+        Ok(out)
+    }
+
+    fn embed_inputs_batch(&self, inputs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ModelError> {
         let enc = self.image_encoder()?;
         if inputs.is_empty() {
             return Ok(Vec::new());
@@ -390,11 +417,13 @@ impl DualEncoder {
     /// Embeds texts (queries or report sentences); returns one unit vector each.
     pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
         self.text_encoder()?;
-        if texts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let embeddings = self.encode_texts(texts)?;
-        Ok(l2_normalise(&embeddings)?.to_vec2::<f32>()?)
+        self.in_chunks(texts, |chunk| {
+            if chunk.is_empty() {
+                return Ok(Vec::new());
+            }
+            let embeddings = self.encode_texts(chunk)?;
+            Ok(l2_normalise(&embeddings)?.to_vec2::<f32>()?)
+        })
     }
 
     /// Projected, *unnormalised* text embeddings `(texts, dim)`, as a tensor that stays on the

@@ -20,6 +20,7 @@ mod init;
 mod pil;
 mod prenorm_vit;
 mod preprocess;
+pub mod threads;
 mod towers;
 mod triangle;
 
