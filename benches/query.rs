@@ -15,7 +15,8 @@
 //! decodes each candidate's image again and runs the image tower and the Q-Former on it). The
 //! reranker is `--reranker DIR`, or else one of the shape `cxr train-reranker` trains by
 //! default for `--model` with seeded, untrained weights (written next to the index): its cost
-//! does not depend on what the weights learnt.
+//! does not depend on what the weights learnt. With `--images` the process sets up its threads
+//! as `cxr search --rerank` does (`model::threads::one_thread_per_product`), for both stages.
 //!
 //! `cargo bench --bench query -- --data-dir DIR --n N --model DIR --reports FILE
 //!  --queries FILE --index-dir DIR [--reuse] [--images DIR [--reranker DIR]]`
@@ -211,6 +212,10 @@ fn legacy_view(dir: &std::path::Path) -> Result<PathBuf> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.images.is_some() {
+        // As `cxr search --rerank` sets up its threads (and so the first stage too, here).
+        cxr_search::model::threads::one_thread_per_product();
+    }
     let t = Instant::now();
     let model = DualEncoder::load(&args.model, &Device::Cpu)
         .with_context(|| format!("loading model {}", args.model.display()))?;

@@ -462,9 +462,16 @@ enum ModelCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Batch inference: a chunk of the batch per thread, each product on one thread (see
-    // `model::threads`). Still single-threaded here, as that requires.
-    if matches!(cli.command, Command::Index(_) | Command::Classify(_)) {
+    // Batch inference (indexing, classifying, reranking candidates): a chunk of the batch per
+    // thread, each product on one thread (see `model::threads`). Still single-threaded here,
+    // as that requires.
+    let batch_work = match &cli.command {
+        Command::Index(_) | Command::Classify(_) => true,
+        Command::Search(args) => args.rerank.rerank.is_some(),
+        Command::Eval(args) => args.rerank.rerank.is_some(),
+        _ => false,
+    };
+    if batch_work {
         cxr_search::model::threads::one_thread_per_product();
     }
     let result = match cli.command {

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{DualEncoder, ModelError};
@@ -165,17 +166,30 @@ impl<'a> Reranker<'a> {
     }
 
     /// ITM match probability of `query` with each image (`images`: prepared inputs from
-    /// [`DualEncoder::prepare_image`]), in order; in batches of 64 images.
+    /// [`DualEncoder::prepare_image`]), in order; in batches of at most 64 images, one batch
+    /// per thread on the CPU.
     pub fn score(&self, query: &str, images: &[Vec<f32>]) -> Result<Vec<f32>, RerankError> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
         let (states, mask) = self.model.text_token_states(&[query])?;
-        let mut out = Vec::with_capacity(images.len());
-        for chunk in images.chunks(64) {
+        // On the CPU a chunk per thread, as batch embedding does (`model::threads`).
+        let chunks = if self.model.device().is_cpu() {
+            crate::model::threads::chunks_for(images.len())
+        } else {
+            1
+        };
+        let size = images.len().div_ceil(chunks).min(64);
+        let score = |chunk: &[Vec<f32>]| -> Result<Vec<f32>, RerankError> {
             let pixels = self.model.input_tensor(chunk)?;
             let tokens = self.model.image_patch_tokens(&pixels)?;
-            out.extend(itm_probabilities(&self.qformer, &tokens, &states, &mask)?);
+            Ok(itm_probabilities(&self.qformer, &tokens, &states, &mask)?)
+        };
+        let parts: Vec<Result<Vec<f32>, RerankError>> =
+            images.par_chunks(size).map(score).collect();
+        let mut out = Vec::with_capacity(images.len());
+        for part in parts {
+            out.extend(part?);
         }
         Ok(out)
     }
