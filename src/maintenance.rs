@@ -75,12 +75,11 @@ pub fn cmd_delete(args: DeleteArgs) -> Result<ExitCode> {
     }
     let mut missing_files = 0usize;
     if !args.missing.is_empty() {
-        for (id, fields) in writer.ids().zip(writer.fields()) {
+        for (id, fields) in writer.records() {
             let Some(rel) = fields.get("path") else {
                 continue; // report-only documents have no file
             };
-            if !args.missing.iter().any(|root| root.join(rel).exists()) && targets.insert(id.into())
-            {
+            if !args.missing.iter().any(|root| root.join(rel).exists()) && targets.insert(id) {
                 missing_files += 1;
             }
         }

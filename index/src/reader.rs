@@ -130,7 +130,8 @@ impl Index {
                 None => {
                     let loaded = load_graph(dir, hnsw, rows, dim)?;
                     let path = dir.join(&hnsw.graph.name);
-                    flat_words(&loaded, dump_entry_point(&path), &docs, first_row)
+                    let row_of = |ord: usize| docs.records.get(ord).and_then(|r| r.row);
+                    flat_words(&loaded, dump_entry_point(&path), &row_of, first_row)
                         .and_then(|words| FlatGraph::from_words(words, rows, rows))
                         .map_err(|e| IndexError::corrupt(path, e))?
                 }

@@ -20,8 +20,9 @@
 //! (thousands of documents, or once at the end), not issued per document. A segment sealed
 //! between two commits is written at once but named by a manifest only at the next commit.
 //!
-//! What still grows with the index while a writer is open: the document table (ids and stored
-//! fields, about 1 KiB per image with `cxr index`'s fields). `cargo bench --bench
+//! What still grows with the index while a writer is open: the document table, which it keeps
+//! compactly (each record's JSON, an offset, its row and a hash of its id: about 300 bytes
+//! per image with `cxr index`'s fields, see `docs::WriterDocs`). `cargo bench --bench
 //! writer_memory` measures each part per document.
 //!
 //! Commit order: tantivy commit -> new data files written and fsync'd -> folder fsync'd ->
@@ -42,7 +43,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::docs::{DocRecord, DocTable};
+use crate::docs::{DocRecord, WriterDocs};
 use crate::error::{IndexError, Result};
 use crate::flat::FlatGraph;
 use crate::fsio;
@@ -162,7 +163,7 @@ pub struct IndexWriter {
     dir: PathBuf,
     /// The last committed manifest.
     manifest: Manifest,
-    docs: DocTable,
+    docs: WriterDocs,
     /// Sealed segments, committed or sealed since the last commit, in row order.
     sealed: Vec<SegmentFiles>,
     /// Their rows: the active segment's first row.
@@ -190,7 +191,7 @@ impl std::fmt::Debug for IndexWriter {
         f.debug_struct("IndexWriter")
             .field("dir", &self.dir)
             .field("generation", &self.manifest.generation)
-            .field("docs", &self.docs.records.len())
+            .field("docs", &self.docs.len())
             .finish_non_exhaustive()
     }
 }
@@ -246,7 +247,7 @@ impl IndexWriter {
             dir: dir.to_path_buf(),
             graph: HnswGraph::new(&params, 0),
             manifest,
-            docs: DocTable::default(),
+            docs: WriterDocs::default(),
             sealed: Vec::new(),
             sealed_rows: 0,
             sealed_since_commit: 0,
@@ -270,16 +271,10 @@ impl IndexWriter {
         let mut text = TextWriter::open(&dir.join(&first.files.text_dir))?;
         let manifest = Manifest::read(dir)?;
         text.discard_from(manifest.doc_count)?;
-        let docs = DocTable::load(dir, &manifest)?;
+        let docs = WriterDocs::load(dir, &manifest)?;
         // Deletions a crash kept from reaching tantivy (see the module documentation); for
         // tombstones tantivy already dropped this is a no-op at the next commit.
-        text.delete_ords(
-            docs.records
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.deleted)
-                .map(|(ord, _)| ord as u32),
-        );
+        text.delete_ords((0..docs.len() as u32).filter(|&ord| !docs.is_live(ord)));
         let dim = manifest.spec.dim;
         let active = manifest.active_rows();
         let graph = match (&manifest.files.vectors, &manifest.files.hnsw) {
@@ -342,21 +337,17 @@ impl IndexWriter {
 
     /// Number of documents added since the last commit.
     pub fn pending(&self) -> usize {
-        self.docs.records.len() - self.manifest.doc_count as usize
+        self.docs.len() - self.manifest.doc_count as usize
     }
 
     /// True when a live document with this id was added (committed or not).
     pub fn contains(&self, id: &str) -> bool {
-        self.docs.by_id.contains_key(id)
+        self.docs.ord_of(id).is_some()
     }
 
     /// Ids of the live documents (committed or not), in ordinal order.
-    pub fn ids(&self) -> impl Iterator<Item = &str> {
-        self.docs
-            .records
-            .iter()
-            .filter(|r| !r.deleted)
-            .map(|r| r.id.as_str())
+    pub fn ids(&self) -> impl Iterator<Item = String> + '_ {
+        self.docs.live_records().map(|(id, _)| id)
     }
 
     /// Deletes the document with this id from all three stores: it disappears from every
@@ -364,7 +355,7 @@ impl IndexWriter {
     /// false when no live document has this id. Its vector and graph point stay on disk until
     /// [`compact`](Self::compact).
     pub fn delete(&mut self, id: &str) -> bool {
-        let Some(&ord) = self.docs.by_id.get(id) else {
+        let Some(ord) = self.docs.ord_of(id) else {
             return false;
         };
         let deleted = self.docs.delete(ord);
@@ -377,18 +368,15 @@ impl IndexWriter {
     /// The stored fields of the document with this id (committed or not), `None` when no
     /// such document was added. Lets a caller tell a re-run of the same source from a
     /// different source whose id clashes.
-    pub fn doc_fields(&self, id: &str) -> Option<&BTreeMap<String, String>> {
-        let ord = *self.docs.by_id.get(id)?;
-        self.docs.records.get(ord as usize).map(|r| &r.fields)
+    pub fn doc_fields(&self, id: &str) -> Option<BTreeMap<String, String>> {
+        let ord = self.docs.ord_of(id)?;
+        self.docs.record(ord as usize).map(|(_, fields)| fields)
     }
 
-    /// The stored fields of every live document (committed or not), in ordinal order.
-    pub fn fields(&self) -> impl Iterator<Item = &BTreeMap<String, String>> {
-        self.docs
-            .records
-            .iter()
-            .filter(|r| !r.deleted)
-            .map(|r| &r.fields)
+    /// Id and stored fields of every live document (committed or not), in ordinal order.
+    /// Parsed from the writer's compact copy of the records on each call: walk it once.
+    pub fn records(&self) -> impl Iterator<Item = (String, BTreeMap<String, String>)> + '_ {
+        self.docs.live_records()
     }
 
     /// Adds a document and returns its ordinal. Nothing is durable or visible to readers
@@ -414,7 +402,7 @@ impl IndexWriter {
         if self.contains(&id) {
             return Err(IndexError::DuplicateId { id });
         }
-        if self.docs.records.len() >= u32::MAX as usize {
+        if self.docs.len() >= u32::MAX as usize - 1 {
             return Err(IndexError::InvalidDocument {
                 id,
                 reason: "the index is full (u32 ordinals)".into(),
@@ -441,7 +429,7 @@ impl IndexWriter {
         if vector.is_some() && self.active_full() {
             self.seal()?;
         }
-        let ord = self.docs.records.len() as u32;
+        let ord = self.docs.len() as u32;
         self.text
             .add(ord, &id, text.as_deref(), negated_text.as_deref())?;
         let row = vector.map(|v| {
@@ -455,7 +443,7 @@ impl IndexWriter {
             fields,
             row,
             deleted: false,
-        });
+        })?;
         if self.graph_pending.len() >= GRAPH_BATCH {
             self.flush_graph();
         }
@@ -507,13 +495,16 @@ impl IndexWriter {
         // hnsw_rs keeps its entry point to itself without a dump; any point of the top layer
         // is as good a start (see `FlatGraph::encode`).
         let name = layout::segment_graph_file(gen, k);
-        let words =
-            flat_words(&self.graph, None, &self.docs, self.sealed_rows).map_err(|reason| {
-                IndexError::Hnsw {
-                    path: self.dir.join(&name),
-                    reason,
-                }
-            })?;
+        let words = flat_words(
+            &self.graph,
+            None,
+            &|ord| self.docs.row(ord),
+            self.sealed_rows,
+        )
+        .map_err(|reason| IndexError::Hnsw {
+            path: self.dir.join(&name),
+            reason,
+        })?;
         let flat_graph = FlatGraph::write(&self.dir, &name, &words)?;
         self.sealed.push(SegmentFiles {
             rows: rows as u64,
@@ -600,11 +591,8 @@ impl IndexWriter {
     pub fn compact(&mut self) -> Result<CompactInfo> {
         self.commit()?;
         let bytes_before = self.data_bytes();
-        let dead_rows = self
-            .docs
-            .records
-            .iter()
-            .filter(|r| r.deleted && r.row.is_some())
+        let dead_rows = (0..self.docs.len())
+            .filter(|&ord| !self.docs.is_live(ord as u32) && self.docs.row(ord).is_some())
             .count();
         if dead_rows == 0 {
             self.text.merge_all()?;
@@ -628,21 +616,11 @@ impl IndexWriter {
         if let Some(entry) = &self.manifest.files.vectors {
             sources.push((entry.clone(), self.manifest.active_rows()));
         }
-        let old_rows = std::mem::take(&mut self.docs.row_to_ord);
-        let mut removed = 0usize;
-        let mut docs = DocTable::default();
-        for record in std::mem::take(&mut self.docs.records) {
-            let row = match (record.row, record.deleted) {
-                (Some(_), false) => Some(docs.row_to_ord.len() as u32),
-                (Some(_), true) => {
-                    removed += 1;
-                    None
-                }
-                (None, _) => None,
-            };
-            docs.push(DocRecord { row, ..record });
-        }
-        self.docs = docs;
+        let old_rows = self.docs.row_to_ord.clone();
+        let live: Vec<bool> = (0..self.docs.len() as u32)
+            .map(|ord| self.docs.is_live(ord))
+            .collect();
+        let removed = self.docs.renumber_rows(|ord| live[ord as usize]);
         // The next generation holds the live rows alone, in new segments.
         self.sealed = Vec::new();
         self.sealed_rows = 0;
@@ -728,8 +706,8 @@ impl IndexWriter {
         let mut next = self.manifest.clone();
         next.format_version = crate::manifest::FORMAT_VERSION;
         next.generation = gen;
-        next.doc_count = self.docs.records.len() as u64;
-        next.deleted_count = self.docs.deleted as u64;
+        next.doc_count = self.docs.len() as u64;
+        next.deleted_count = self.docs.deleted() as u64;
         next.vector_count = vector_count as u64;
         next.files.docs = Some(self.docs.write(&dir, &layout::docs_file(gen))?);
         next.files.sealed = self.sealed.clone();
@@ -758,13 +736,16 @@ impl IndexWriter {
             let entry = graph::dump_entry_point(
                 &dir.join(format!("{basename}{}", layout::HNSW_GRAPH_SUFFIX)),
             );
-            let words =
-                flat_words(&self.graph, entry, &self.docs, self.sealed_rows).map_err(|reason| {
-                    IndexError::Hnsw {
-                        path: dir.join(&basename),
-                        reason,
-                    }
-                })?;
+            let words = flat_words(
+                &self.graph,
+                entry,
+                &|ord| self.docs.row(ord),
+                self.sealed_rows,
+            )
+            .map_err(|reason| IndexError::Hnsw {
+                path: dir.join(&basename),
+                reason,
+            })?;
             next.files.flat_graph = Some(FlatGraph::write(
                 &dir,
                 &layout::flat_graph_file(gen),
@@ -815,17 +796,16 @@ impl IndexWriter {
 }
 
 /// The flat encoding of an hnsw_rs graph (see [`crate::flat`]) over a segment whose first
-/// row is `first_row`: node rows are local to the segment.
+/// row is `first_row`: node rows are local to the segment. `row_of(ord)`: a document's row.
 pub(crate) fn flat_words(
     graph: &HnswGraph,
     entry: Option<(usize, u8, i32)>,
-    docs: &DocTable,
+    row_of: &dyn Fn(usize) -> Option<u32>,
     first_row: usize,
 ) -> std::result::Result<Vec<u32>, String> {
     let snapshot = graph.snapshot(|_, _| {})?;
     FlatGraph::encode(&snapshot, entry, |ord| {
-        let row = docs.records.get(ord).and_then(|r| r.row)?;
-        row.checked_sub(u32::try_from(first_row).ok()?)
+        row_of(ord)?.checked_sub(u32::try_from(first_row).ok()?)
     })
 }
 

@@ -176,24 +176,24 @@ pub fn run(
 
     // Files already in the index (by path relative to their root) are looked at before any
     // decoding, so a resumed run over a large archive costs a walk and a stat per file.
-    let indexed: HashMap<String, Known> = writer
-        .ids()
-        .zip(writer.fields())
-        .filter_map(|(id, f)| {
-            let known = Known {
-                id: id.to_string(),
-                size: f.get(SIZE_FIELD).cloned(),
-                mtime: f.get(MTIME_FIELD).cloned(),
-                sha256: f.get(SHA256_FIELD).cloned(),
-            };
-            Some((f.get(PATH_FIELD)?.clone(), known))
-        })
-        .collect();
+    let mut indexed: HashMap<String, Known> = HashMap::new();
     // Content already indexed: SHA-256 -> relative path.
-    let mut by_hash: HashMap<String, String> = writer
-        .fields()
-        .filter_map(|f| Some((f.get(SHA256_FIELD)?.clone(), f.get(PATH_FIELD)?.clone())))
-        .collect();
+    let mut by_hash: HashMap<String, String> = HashMap::new();
+    for (id, mut f) in writer.records() {
+        let Some(path) = f.remove(PATH_FIELD) else {
+            continue;
+        };
+        if let Some(sha) = f.get(SHA256_FIELD) {
+            by_hash.insert(sha.clone(), path.clone());
+        }
+        let known = Known {
+            id,
+            size: f.remove(SIZE_FIELD),
+            mtime: f.remove(MTIME_FIELD),
+            sha256: f.remove(SHA256_FIELD),
+        };
+        indexed.insert(path, known);
+    }
     let indexed = &indexed;
 
     std::thread::scope(|scope| -> Result<(), EmbedError> {
