@@ -1,6 +1,8 @@
 //! `cxr_index::check`: a healthy index passes every item; each kind of damage fails the item
 //! that names it, with a detail that says what is wrong.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -8,29 +10,10 @@ use cxr_index::{
     check, CheckItem, CheckReport, Document, Index, IndexError, IndexSpec, IndexWriter,
 };
 
+use common::SplitMix;
+
 const DIM: usize = 16;
 const DOCS: usize = 300;
-
-/// splitmix64: a tiny seeded generator, so tests need no `rand`.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn unit_vector(&mut self, dim: usize) -> Vec<f32> {
-        let v: Vec<f32> = (0..dim)
-            .map(|_| ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
-            .collect();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.into_iter().map(|x| x / norm).collect()
-    }
-}
 
 fn spec() -> IndexSpec {
     IndexSpec {

@@ -3,31 +3,16 @@
 //! crash between the manifest and the text index, and compaction reclaims its vector and graph
 //! point without changing any result for the documents that remain.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use cxr_index::{check, Document, Index, IndexSpec, IndexWriter, SearchOptions};
 
+use common::SplitMix;
+
 const DIM: usize = 8;
-
-/// splitmix64, so the test needs no `rand`.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn vector(&mut self) -> Vec<f32> {
-        (0..DIM)
-            .map(|_| ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
-            .collect()
-    }
-}
 
 fn spec() -> IndexSpec {
     IndexSpec {
@@ -43,7 +28,7 @@ fn build(dir: &Path, n: usize) -> Vec<Vec<f32>> {
     let mut writer = IndexWriter::create(dir, spec()).unwrap();
     let mut vectors = Vec::new();
     for i in 0..n {
-        let v = rng.vector();
+        let v = rng.vector(DIM);
         vectors.push(v.clone());
         let finding = if i % 2 == 0 { "effusion" } else { "clear" };
         let mut fields = BTreeMap::new();

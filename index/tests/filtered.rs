@@ -1,25 +1,13 @@
 //! Filtered vector search against an exact filtered scan: recall@10 for filters keeping 50%, 10%
 //! and 1% of the documents.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use cxr_index::{Document, Index, IndexSpec, IndexWriter};
 
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
+use common::SplitMix;
 
 const N: usize = 8_000;
 const DIM: usize = 32;
@@ -34,9 +22,9 @@ fn build(dir: &std::path::Path) -> Index {
     let mut w = IndexWriter::create(dir, spec).unwrap();
     for i in 0..N {
         // Clustered data, as embeddings are: 40 centres plus noise.
-        let centre = (rng.next() % 40) as f32;
+        let centre = (rng.next_u64() % 40) as f32;
         let vector: Vec<f32> = (0..DIM)
-            .map(|d| ((centre * 7.0 + d as f32).sin()) + 0.4 * rng.unit())
+            .map(|d| ((centre * 7.0 + d as f32).sin()) + 0.4 * rng.next_f32())
             .collect();
         w.add(Document {
             id: format!("d{i}"),
@@ -53,7 +41,7 @@ fn build(dir: &std::path::Path) -> Index {
 
 /// Keeps a pseudo-random `percent` of ordinals.
 fn keeps(ord: u32, percent: u64) -> bool {
-    SplitMix(u64::from(ord) * 31 + 7).next() % 100 < percent
+    SplitMix(u64::from(ord) * 31 + 7).next_u64() % 100 < percent
 }
 
 #[test]
@@ -65,7 +53,7 @@ fn filtered_search_recall_against_exact_scan() {
         let allow = |ord: u32| keeps(ord, percent);
         let (mut found, mut wanted) = (0usize, 0usize);
         for _ in 0..40 {
-            let q: Vec<f32> = (0..DIM).map(|_| rng.unit()).collect();
+            let q: Vec<f32> = (0..DIM).map(|_| rng.next_f32()).collect();
             let exact = index.search_vector_exact_filtered(&q, 10, allow).unwrap();
             let approx = index.search_vector_filtered(&q, 10, &allow).unwrap();
             assert!(

@@ -1,6 +1,8 @@
 //! Integration tests of cxr-index through its public API only: write, commit, reopen, append,
 //! crash recovery, corruption, recall of the HNSW graph against exact search, BM25.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -9,31 +11,9 @@ use cxr_index::{
     SearchOptions, TextField, VectorStorage,
 };
 
+use common::SplitMix;
+
 const DIM: usize = 16;
-
-/// splitmix64: a tiny seeded generator, so tests need no `rand`.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn next_f32(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    fn unit_vector(&mut self, dim: usize) -> Vec<f32> {
-        let v: Vec<f32> = (0..dim).map(|_| self.next_f32()).collect();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.into_iter().map(|x| x / norm).collect()
-    }
-}
 
 fn spec(dim: usize) -> IndexSpec {
     IndexSpec {

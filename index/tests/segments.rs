@@ -2,6 +2,8 @@
 //! go to files of their own) and starts another; readers search every segment and merge, so
 //! the index answers as one. Deletion, compaction, reopening and `check` work across them.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -10,29 +12,10 @@ use cxr_index::{
     SearchOptions,
 };
 
+use common::SplitMix;
+
 const DIM: usize = 16;
 const SEGMENT: u64 = 100;
-
-/// splitmix64: a tiny seeded generator, so tests need no `rand`.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn unit_vector(&mut self) -> Vec<f32> {
-        let v: Vec<f32> = (0..DIM)
-            .map(|_| ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
-            .collect();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.into_iter().map(|x| x / norm).collect()
-    }
-}
 
 fn options() -> CreateOptions {
     CreateOptions {
@@ -69,7 +52,7 @@ fn add(
     let mut with_vectors = Vec::new();
     for i in start..start + n {
         let id = format!("doc-{i}");
-        let vector = (i % 7 != 6).then(|| rng.unit_vector());
+        let vector = (i % 7 != 6).then(|| rng.unit_vector(DIM));
         if let Some(v) = &vector {
             with_vectors.push((id.clone(), v.clone()));
         }
@@ -213,7 +196,7 @@ fn segments_sealed_but_not_committed_are_dropped_and_nothing_committed_is_lost()
         writer
             .add(Document {
                 id: format!("doc-{i}"),
-                vector: Some(rng.unit_vector()),
+                vector: Some(rng.unit_vector(DIM)),
                 ..Document::default()
             })
             .unwrap();
