@@ -468,6 +468,43 @@ fn sealed_segments_are_searched_as_one_index() {
 }
 
 #[test]
+fn files_whose_ids_clash_are_all_indexed_in_one_batch_or_across_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = make_model(dir.path());
+    let archive = dir.path().join("clash");
+    // Three PNGs named alike in three folders: their natural id (the file stem) is the same.
+    // With one file per batch, the ids given earlier in the run are the writer's to answer for.
+    for (sub, f) in [("a", 3u32), ("b", 5), ("c", 11)] {
+        std::fs::create_dir_all(archive.join(sub)).unwrap();
+        image::GrayImage::from_fn(40, 40, |x, y| image::Luma([((x * f + y) % 256) as u8]))
+            .save(archive.join(sub).join("scan.png"))
+            .unwrap();
+    }
+    let (m, a) = (model.to_str().unwrap(), archive.to_str().unwrap());
+    for batch in ["32", "1"] {
+        let idx = dir.path().join(format!("idx-{batch}"));
+        let i = idx.to_str().unwrap();
+        let args = ["index", a, "--out", i, "--model", m, "--batch-size", batch];
+        let o = cxr(&args);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        // The first keeps the natural id, the others get ID+PATH.
+        assert!(out.contains("indexed 3 images"), "batch {batch}: {out}");
+        assert!(err.contains("indexed as scan+b/scan.png"), "{err}");
+        assert!(err.contains("indexed as scan+c/scan.png"), "{err}");
+        // A re-run recognises each by its path.
+        let o = cxr(&args);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        assert!(out.contains("indexed 0 images"), "batch {batch}: {out}");
+        assert!(
+            out.contains("skipped 3 already indexed"),
+            "batch {batch}: {out}"
+        );
+    }
+}
+
+#[test]
 fn nothing_indexable_exits_one_and_bad_usage_two() {
     let dir = tempfile::tempdir().unwrap();
     let model = make_model(dir.path());

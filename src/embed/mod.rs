@@ -169,7 +169,8 @@ pub fn run(
     let bar = progress_bar(job.progress, total);
     let mut since_commit = 0usize;
     let privacy = job.privacy;
-    // Ids given in this run, with the (stored) path of the file each came from.
+    // Ids given in the batch at hand, with the (stored) path of the file each came from: once
+    // the batch is added, the writer answers for them, so this holds one batch, not the run.
     let mut seen: HashMap<String, String> = HashMap::new();
     let mut matched_reports: HashSet<String> = HashSet::new();
     let batch_size = job.batch_size.max(1);
@@ -289,6 +290,7 @@ pub fn run(
                     since_commit += 1;
                 }
             }
+            seen.clear();
             bar.set_position((summary.indexed + summary.skipped + summary.failed) as u64);
             if since_commit >= job.commit_every {
                 writer.commit()?;
