@@ -385,16 +385,16 @@ impl WriterDocs {
         (0..self.len()).filter_map(|ord| self.record(ord))
     }
 
-    /// Gives every document with a row and `keep(ord)` a new row, in ordinal order, and drops
-    /// the rows of the others (compaction). Returns how many rows were dropped.
-    pub(crate) fn renumber_rows(&mut self, keep: impl Fn(u32) -> bool) -> usize {
+    /// Gives every live document with a row a new row, in ordinal order, and drops the rows of
+    /// tombstones (compaction). Returns how many rows were dropped.
+    pub(crate) fn renumber_rows(&mut self) -> usize {
         let mut dropped = 0;
         self.row_to_ord.clear();
         for ord in 0..self.rows.len() {
             if self.rows[ord] == NO_ROW {
                 continue;
             }
-            if keep(ord as u32) {
+            if !self.deleted[ord] {
                 self.rows[ord] = self.row_to_ord.len() as u32;
                 self.row_to_ord.push(ord as u32);
             } else {

@@ -38,11 +38,15 @@ pub(crate) fn docs_file(gen: u64) -> String {
 
 /// Little-endian rows of generation `gen`, stored as `storage` says.
 pub(crate) fn vectors_file(gen: u64, storage: VectorStorage) -> String {
-    let suffix = match storage {
+    format!("{VECTORS_PREFIX}{gen}{}", vectors_suffix(storage))
+}
+
+/// A vector file's suffix, which names its encoding.
+fn vectors_suffix(storage: VectorStorage) -> &'static str {
+    match storage {
         VectorStorage::F32 => VECTORS_SUFFIXES[0],
         VectorStorage::F16 => VECTORS_SUFFIXES[1],
-    };
-    format!("{VECTORS_PREFIX}{gen}{suffix}")
+    }
 }
 
 /// The flat (searchable in place) copy of generation `gen`'s graph.
@@ -52,11 +56,7 @@ pub(crate) fn flat_graph_file(gen: u64) -> String {
 
 /// The rows of the `k`-th segment sealed for generation `gen` (the commit that publishes it).
 pub(crate) fn segment_vectors_file(gen: u64, k: usize, storage: VectorStorage) -> String {
-    let suffix = match storage {
-        VectorStorage::F32 => VECTORS_SUFFIXES[0],
-        VectorStorage::F16 => VECTORS_SUFFIXES[1],
-    };
-    format!("{SEGMENT_PREFIX}{gen}-{k}{suffix}")
+    format!("{SEGMENT_PREFIX}{gen}-{k}{}", vectors_suffix(storage))
 }
 
 /// The flat graph of the `k`-th segment sealed for generation `gen`.

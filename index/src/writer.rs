@@ -402,7 +402,7 @@ impl IndexWriter {
         if self.contains(&id) {
             return Err(IndexError::DuplicateId { id });
         }
-        if self.docs.len() >= u32::MAX as usize - 1 {
+        if self.docs.len() >= u32::MAX as usize {
             return Err(IndexError::InvalidDocument {
                 id,
                 reason: "the index is full (u32 ordinals)".into(),
@@ -494,18 +494,7 @@ impl IndexWriter {
         )?;
         // hnsw_rs keeps its entry point to itself without a dump; any point of the top layer
         // is as good a start (see `FlatGraph::encode`).
-        let name = layout::segment_graph_file(gen, k);
-        let words = flat_words(
-            &self.graph,
-            None,
-            &|ord| self.docs.row(ord),
-            self.sealed_rows,
-        )
-        .map_err(|reason| IndexError::Hnsw {
-            path: self.dir.join(&name),
-            reason,
-        })?;
-        let flat_graph = FlatGraph::write(&self.dir, &name, &words)?;
+        let flat_graph = self.write_flat_graph(None, &layout::segment_graph_file(gen, k))?;
         self.sealed.push(SegmentFiles {
             rows: rows as u64,
             vectors,
@@ -517,6 +506,25 @@ impl IndexWriter {
         self.pending_vectors = Vec::new();
         self.graph = HnswGraph::new(&self.manifest.hnsw, 0);
         Ok(())
+    }
+
+    /// Writes the active segment's graph as flat file `name` (see [`crate::flat`]).
+    fn write_flat_graph(
+        &self,
+        entry: Option<(usize, u8, i32)>,
+        name: &str,
+    ) -> Result<crate::manifest::FileEntry> {
+        let words = flat_words(
+            &self.graph,
+            entry,
+            &|ord| self.docs.row(ord),
+            self.sealed_rows,
+        )
+        .map_err(|reason| IndexError::Hnsw {
+            path: self.dir.join(name),
+            reason,
+        })?;
+        FlatGraph::write(&self.dir, name, &words)
     }
 
     fn flush_graph(&mut self) {
@@ -617,10 +625,7 @@ impl IndexWriter {
             sources.push((entry.clone(), self.manifest.active_rows()));
         }
         let old_rows = self.docs.row_to_ord.clone();
-        let live: Vec<bool> = (0..self.docs.len() as u32)
-            .map(|ord| self.docs.is_live(ord))
-            .collect();
-        let removed = self.docs.renumber_rows(|ord| live[ord as usize]);
+        let removed = self.docs.renumber_rows();
         // The next generation holds the live rows alone, in new segments.
         self.sealed = Vec::new();
         self.sealed_rows = 0;
@@ -736,21 +741,8 @@ impl IndexWriter {
             let entry = graph::dump_entry_point(
                 &dir.join(format!("{basename}{}", layout::HNSW_GRAPH_SUFFIX)),
             );
-            let words = flat_words(
-                &self.graph,
-                entry,
-                &|ord| self.docs.row(ord),
-                self.sealed_rows,
-            )
-            .map_err(|reason| IndexError::Hnsw {
-                path: dir.join(&basename),
-                reason,
-            })?;
-            next.files.flat_graph = Some(FlatGraph::write(
-                &dir,
-                &layout::flat_graph_file(gen),
-                &words,
-            )?);
+            next.files.flat_graph =
+                Some(self.write_flat_graph(entry, &layout::flat_graph_file(gen))?);
         } else {
             next.files.vectors = None;
             next.files.hnsw = None;

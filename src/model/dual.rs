@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{linear_no_bias, VarBuilder};
-use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
@@ -295,25 +294,14 @@ impl DualEncoder {
         self.in_chunks(inputs, |chunk| self.embed_inputs_batch(chunk))
     }
 
-    /// Runs `embed` over `items` split into one chunk per rayon thread on the CPU (see
-    /// [`super::threads`]), or whole on a GPU, and joins the results in order.
+    /// Runs `embed` over `items`: on the CPU a chunk per rayon thread (see
+    /// [`super::threads`]), on a GPU whole.
     fn in_chunks<T: Sync>(
         &self,
         items: &[T],
         embed: impl Fn(&[T]) -> Result<Vec<Vec<f32>>, ModelError> + Sync,
     ) -> Result<Vec<Vec<f32>>, ModelError> {
-        let chunks = super::threads::chunks_for(items.len());
-        if items.is_empty() || chunks == 1 || !self.device.is_cpu() {
-            return embed(items);
-        }
-        let size = items.len().div_ceil(chunks);
-        let parts: Vec<Result<Vec<Vec<f32>>, ModelError>> =
-            items.par_chunks(size).map(&embed).collect();
-        let mut out = Vec::with_capacity(items.len());
-        for part in parts {
-            out.extend(part?);
-        }
-        Ok(out)
+        super::threads::map_chunks(items, self.device.is_cpu(), usize::MAX, embed)
     }
 
     fn embed_inputs_batch(&self, inputs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ModelError> {

@@ -37,10 +37,35 @@ pub fn one_thread_per_product() -> usize {
     rayon::current_num_threads()
 }
 
-/// How many chunks a batch of `items` is split into: one per rayon thread, none smaller than
-/// one item.
-pub(crate) fn chunks_for(items: usize) -> usize {
-    rayon::current_num_threads().clamp(1, items.max(1))
+/// Runs `f` over `items` in chunks of at most `max_chunk`, and joins the results in order. With
+/// `parallel` (the CPU) the items are split into one chunk per rayon thread, which run at once;
+/// otherwise (a GPU) the chunks run one after another.
+pub(crate) fn map_chunks<T: Sync, R: Send, E: Send>(
+    items: &[T],
+    parallel: bool,
+    max_chunk: usize,
+    f: impl Fn(&[T]) -> Result<Vec<R>, E> + Sync,
+) -> Result<Vec<R>, E> {
+    let chunks = if parallel {
+        rayon::current_num_threads().clamp(1, items.len().max(1))
+    } else {
+        1
+    };
+    let size = items.len().div_ceil(chunks).clamp(1, max_chunk.max(1));
+    if items.len() <= size {
+        return f(items);
+    }
+    let parts: Vec<Result<Vec<R>, E>> = if parallel {
+        use rayon::prelude::*;
+        items.par_chunks(size).map(&f).collect()
+    } else {
+        items.chunks(size).map(&f).collect()
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{DualEncoder, ModelError};
@@ -174,24 +173,12 @@ impl<'a> Reranker<'a> {
         }
         let (states, mask) = self.model.text_token_states(&[query])?;
         // On the CPU a chunk per thread, as batch embedding does (`model::threads`).
-        let chunks = if self.model.device().is_cpu() {
-            crate::model::threads::chunks_for(images.len())
-        } else {
-            1
-        };
-        let size = images.len().div_ceil(chunks).min(64);
-        let score = |chunk: &[Vec<f32>]| -> Result<Vec<f32>, RerankError> {
+        let parallel = self.model.device().is_cpu();
+        crate::model::threads::map_chunks(images, parallel, 64, |chunk| {
             let pixels = self.model.input_tensor(chunk)?;
             let tokens = self.model.image_patch_tokens(&pixels)?;
             Ok(itm_probabilities(&self.qformer, &tokens, &states, &mask)?)
-        };
-        let parts: Vec<Result<Vec<f32>, RerankError>> =
-            images.par_chunks(size).map(score).collect();
-        let mut out = Vec::with_capacity(images.len());
-        for part in parts {
-            out.extend(part?);
-        }
-        Ok(out)
+        })
     }
 }
 
