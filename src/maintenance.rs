@@ -67,7 +67,7 @@ pub fn cmd_delete(args: DeleteArgs) -> Result<ExitCode> {
     let mut not_found = Vec::new();
     let mut targets: BTreeSet<String> = BTreeSet::new();
     for id in requested {
-        if writer.contains(&id) {
+        if writer.contains(&id)? {
             targets.insert(id);
         } else {
             not_found.push(id);
@@ -75,7 +75,8 @@ pub fn cmd_delete(args: DeleteArgs) -> Result<ExitCode> {
     }
     let mut missing_files = 0usize;
     if !args.missing.is_empty() {
-        for (id, fields) in writer.records() {
+        for record in writer.records() {
+            let (id, fields) = record?;
             let Some(rel) = fields.get("path") else {
                 continue; // report-only documents have no file
             };
@@ -93,7 +94,7 @@ pub fn cmd_delete(args: DeleteArgs) -> Result<ExitCode> {
     } else {
         let mut n = 0;
         for id in &targets {
-            if writer.delete(id) {
+            if writer.delete(id)? {
                 n += 1;
             }
         }

@@ -306,7 +306,7 @@ fn measure(path: &Path) -> std::io::Result<Option<(u64, u32)>> {
 fn check_files(dir: &Path, manifest: &Manifest, bad: &mut BTreeMap<String, String>) -> CheckItem {
     let files = &manifest.files;
     let mut entries: Vec<&FileEntry> = Vec::new();
-    entries.extend(files.docs.iter());
+    entries.extend(manifest.docs_files());
     for segment in &files.sealed {
         entries.push(&segment.vectors);
         entries.push(&segment.flat_graph);
@@ -380,16 +380,29 @@ fn check_docs(
     rows_out: &mut Option<Vec<u32>>,
     deleted: &mut HashSet<u32>,
 ) -> CheckItem {
-    let Some(entry) = &manifest.files.docs else {
+    let parts: Vec<&FileEntry> = manifest.docs_files().collect();
+    if parts.is_empty() {
         *rows_out = Some(Vec::new());
         return CheckItem::pass(CheckItem::DOCS, "no documents");
-    };
-    let path = dir.join(&entry.name);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) => return CheckItem::fail(CheckItem::DOCS, format!("`{}`: {e}", entry.name)),
-    };
+    }
     let mut faults = Vec::new();
+    // The parts read back to back; each must end with a newline.
+    let mut bytes = Vec::new();
+    for entry in &parts {
+        let part = match std::fs::read(dir.join(&entry.name)) {
+            Ok(part) => part,
+            Err(e) => return CheckItem::fail(CheckItem::DOCS, format!("`{}`: {e}", entry.name)),
+        };
+        if !part.is_empty() && !part.ends_with(b"\n") {
+            faults.push(format!(
+                "`{}` does not end with a newline (truncated?)",
+                entry.name
+            ));
+        }
+        bytes.extend_from_slice(&part);
+    }
+    let names: Vec<String> = parts.iter().map(|e| format!("`{}`", e.name)).collect();
+    let name = names.join(" + ");
     let mut records = 0u64;
     let mut parse_errors: Vec<String> = Vec::new();
     let mut ids: HashSet<String> = HashSet::new();
@@ -400,12 +413,6 @@ fn check_docs(
     // ordinal of each row, in the order rows appear
     let mut row_ords: Vec<(u32, u32)> = Vec::new();
     let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-    if !bytes.is_empty() && !bytes.ends_with(b"\n") {
-        faults.push(format!(
-            "`{}` does not end with a newline (truncated?)",
-            entry.name
-        ));
-    }
     if !body.is_empty() {
         for (line_no, line) in body.split(|&b| b == b'\n').enumerate() {
             let ord = records as u32;
@@ -436,14 +443,14 @@ fn check_docs(
     }
     if records != manifest.doc_count {
         faults.push(format!(
-            "`{}` holds {records} records, the manifest says {}",
-            entry.name, manifest.doc_count
+            "{name} holds {records} records, the manifest says {}",
+            manifest.doc_count
         ));
     }
     if tombstones != manifest.deleted_count {
         faults.push(format!(
-            "`{}` holds {tombstones} tombstones of deleted documents, the manifest says {}",
-            entry.name, manifest.deleted_count
+            "{name} holds {tombstones} tombstones of deleted documents, the manifest says {}",
+            manifest.deleted_count
         ));
     }
     if kept_by_tombstones > 0 {
@@ -830,7 +837,7 @@ fn check_flat_graph(
     );
     let others = [&hnsw.graph, &hnsw.data]
         .into_iter()
-        .chain(manifest.files.docs.iter());
+        .chain(manifest.docs_files());
     for entry in others {
         if let Some(fault) = bad_files.get(&entry.name) {
             return CheckItem::pass(

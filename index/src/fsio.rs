@@ -146,6 +146,7 @@ pub(crate) fn verify(dir: &Path, entry: &FileEntry, bytes: &[u8]) -> Result<()> 
 }
 
 /// Reads `dir/entry.name` whole and verifies it against the manifest.
+#[cfg(test)]
 pub(crate) fn read_verified(dir: &Path, entry: &FileEntry) -> Result<Vec<u8>> {
     let path = dir.join(&entry.name);
     let bytes = fs::read(&path).map_err(IndexError::io(&path))?;

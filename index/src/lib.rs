@@ -28,7 +28,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # On-disk layout (format version 4)
+//! # On-disk layout (format version 5)
 //!
 //! Vector rows are numbered in ordinal order and split into segments: sealed segments, each
 //! `segment_rows` rows with its own graph, never rewritten, then the active segment, which
@@ -43,7 +43,10 @@
 //! docs-<gen>.jsonl       one JSON object per document in ordinal order:
 //!                        {"id", "fields" (omitted if empty), "row" (omitted if no vector)};
 //!                        a deleted document leaves {"id":"","deleted":true} (+ "row" until
-//!                        compaction), so ordinals never change
+//!                        compaction), so ordinals never change. Stored as parts (one per
+//!                        generation that wrote one), read back to back: a commit writes
+//!                        its new records as a part, merged with the last parts while those
+//!                        are no larger, so there are about log2(commits) parts
 //! segment-<gen>-<k>.f32  a sealed segment's rows (`.f16` for f16 storage), sealed for
 //!                        generation <gen> as its k-th
 //! segment-<gen>-<k>.flat its graph as flat u32 arrays (rows local to the segment)
@@ -68,6 +71,7 @@
 //! the manifest does not name (segments sealed after the last commit among them) are removed
 //! by the next writer. Documents without a vector have no row; an index without vectors has
 //! no vector or graph files. Formats 1 to 3 had no segments: every row is in the active one.
+//! Formats 1 to 4 had one docs file, read as the only part.
 //!
 //! [`IndexWriter::delete`] hides a document from every search at the next commit;
 //! [`IndexWriter::compact`] then rewrites the vectors and graph without it and merges the text

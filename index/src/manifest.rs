@@ -23,8 +23,10 @@ use crate::vectors::VectorStorage;
 /// the next commit. Version 3 added `vector_storage` (f16 vector files); versions 1 and 2 store
 /// f32, which is what the field defaults to, so they are read as is too. Version 4 added sealed
 /// vector segments (`files.sealed`, `segment_rows`); an older folder is one whose rows all lie
-/// in the active segment, so it is read as is.
-pub const FORMAT_VERSION: u32 = 4;
+/// in the active segment, so it is read as is. Version 5 splits the docs file into parts
+/// (`files.docs_parts`) so that a commit writes the new records, not all of them; an older
+/// folder's single `files.docs` is read as the first part.
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The active segment is sealed when it holds this many rows, unless the index was created
 /// with another [`CreateOptions::segment_rows`](crate::CreateOptions). At dimension 128 the
@@ -85,9 +87,18 @@ pub struct SegmentFiles {
 /// The data files of the current generation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataFiles {
-    /// Per-document records, one JSON object per line, in ordinal order. `None` while empty.
-    #[serde(default)]
+    /// Per-document records, one JSON object per line, in ordinal order: the docs file of
+    /// folders written before format 5 (see [`DataFiles::docs_parts`]). `None` in later ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docs: Option<FileEntry>,
+    /// The docs file as consecutive parts: read one after the other, they give the records
+    /// in ordinal order. A commit writes one new part with the records it adds, merged with
+    /// the last parts while those are no larger (so parts grow geometrically, a record is
+    /// rewritten about log2(commits) times, and an index has a few parts); a deletion
+    /// rewrites the part holding the record and those after it. Empty while the index has
+    /// no documents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub docs_parts: Vec<FileEntry>,
     /// Sealed vector segments, in row order: rows `0..` of the index. Empty in indexes
     /// written before segments existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -113,6 +124,7 @@ impl Default for DataFiles {
     fn default() -> Self {
         DataFiles {
             docs: None,
+            docs_parts: Vec::new(),
             sealed: Vec::new(),
             vectors: None,
             hnsw: None,
@@ -204,6 +216,11 @@ impl Manifest {
         self.vector_count.saturating_sub(self.sealed_rows())
     }
 
+    /// The docs file's parts, in ordinal order (see [`DataFiles::docs_parts`]).
+    pub fn docs_files(&self) -> impl Iterator<Item = &FileEntry> {
+        self.files.docs.iter().chain(&self.files.docs_parts)
+    }
+
     /// Names of all generation files this manifest refers to (everything else of that kind
     /// in the folder may be deleted).
     pub(crate) fn referenced_files(&self) -> Vec<String> {
@@ -212,9 +229,7 @@ impl Manifest {
             names.push(segment.vectors.name.clone());
             names.push(segment.flat_graph.name.clone());
         }
-        if let Some(docs) = &self.files.docs {
-            names.push(docs.name.clone());
-        }
+        names.extend(self.docs_files().map(|docs| docs.name.clone()));
         if let Some(vectors) = &self.files.vectors {
             names.push(vectors.name.clone());
         }
@@ -289,7 +304,7 @@ impl Manifest {
                 self.doc_count
             ));
         }
-        if (self.doc_count > 0) != self.files.docs.is_some() {
+        if (self.doc_count > 0) != self.docs_files().next().is_some() {
             return bad("doc_count and the docs file disagree".into());
         }
         if self.segment_rows == 0 {

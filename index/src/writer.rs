@@ -10,20 +10,23 @@
 //! and merge the hits. So the writer's memory for vectors is bounded by the segment size, not
 //! by the archive.
 //!
-//! A commit writes the *new generation's* files (docs, the active segment's vectors and graph
-//! dump) in full rather than appending to the previous ones. Files a manifest names are
-//! therefore never modified, which lets readers memory-map them without seeing them change,
-//! makes the length/CRC checks exact, and makes crash recovery trivial (anything the manifest
-//! does not name is garbage). The cost is that a commit rewrites the active segment (its
-//! committed rows are copied from the previous file, not held in memory); the graph dump is a
-//! full rewrite anyway (hnsw_rs has no incremental dump), so commits should be batched
-//! (thousands of documents, or once at the end), not issued per document. A segment sealed
-//! between two commits is written at once but named by a manifest only at the next commit.
+//! A commit writes the *new generation's* files rather than appending to the previous ones.
+//! Files a manifest names are therefore never modified, which lets readers memory-map them
+//! without seeing them change, makes the length/CRC checks exact, and makes crash recovery
+//! trivial (anything the manifest does not name is garbage). For the active segment this
+//! means a rewrite (its committed rows are copied from the previous file, not held in
+//! memory; the graph dump is a full rewrite anyway, as hnsw_rs has no incremental dump), so
+//! commits should be batched (thousands of documents, or once at the end), not issued per
+//! document. The docs file is split into parts: a commit writes one new part with the records
+//! it adds, merged with the last parts while those are no larger, so a record is rewritten
+//! about log2(commits) times instead of at every commit (see `docs::WriterDocs`). A segment
+//! sealed between two commits is written at once but named by a manifest only at the next
+//! commit.
 //!
-//! What still grows with the index while a writer is open: the document table, which it keeps
-//! compactly (each record's JSON, an offset, its row and a hash of its id: about 300 bytes
-//! per image with `cxr index`'s fields, see `docs::WriterDocs`). `cargo bench --bench
-//! writer_memory` measures each part per document.
+//! What still grows with the index while a writer is open: per document an offset, its row,
+//! a deletion flag and a 64-bit hash of its id (about 40 bytes); committed records themselves
+//! stay on disk and are read back when asked for. `cargo bench --bench writer_memory`
+//! measures each part per document.
 //!
 //! Commit order: tantivy commit -> new data files written and fsync'd -> folder fsync'd ->
 //! manifest replaced atomically -> older generations' files deleted -> tantivy deletions of the
@@ -247,7 +250,7 @@ impl IndexWriter {
             dir: dir.to_path_buf(),
             graph: HnswGraph::new(&params, 0),
             manifest,
-            docs: WriterDocs::default(),
+            docs: WriterDocs::new(dir),
             sealed: Vec::new(),
             sealed_rows: 0,
             sealed_since_commit: 0,
@@ -340,42 +343,46 @@ impl IndexWriter {
         self.docs.len() - self.manifest.doc_count as usize
     }
 
-    /// True when a live document with this id was added (committed or not).
-    pub fn contains(&self, id: &str) -> bool {
-        self.docs.ord_of(id).is_some()
+    /// True when a live document with this id was added (committed or not). Errors when a
+    /// committed record cannot be read back from its file.
+    pub fn contains(&self, id: &str) -> Result<bool> {
+        Ok(self.docs.ord_of(id)?.is_some())
     }
 
-    /// Ids of the live documents (committed or not), in ordinal order.
-    pub fn ids(&self) -> impl Iterator<Item = String> + '_ {
-        self.docs.live_records().map(|(id, _)| id)
+    /// Ids of the live documents (committed or not), in ordinal order, read back from the
+    /// docs file as the walk goes.
+    pub fn ids(&self) -> impl Iterator<Item = Result<String>> + '_ {
+        self.docs.live_records().map(|r| r.map(|(id, _)| id))
     }
 
     /// Deletes the document with this id from all three stores: it disappears from every
     /// search at the next [`commit`](Self::commit); its id may then be added again. Returns
     /// false when no live document has this id. Its vector and graph point stay on disk until
     /// [`compact`](Self::compact).
-    pub fn delete(&mut self, id: &str) -> bool {
-        let Some(ord) = self.docs.ord_of(id) else {
-            return false;
+    pub fn delete(&mut self, id: &str) -> Result<bool> {
+        let Some(ord) = self.docs.ord_of(id)? else {
+            return Ok(false);
         };
-        let deleted = self.docs.delete(ord);
+        let deleted = self.docs.delete(ord)?;
         if deleted {
             self.deleted_pending.push(ord);
         }
-        deleted
+        Ok(deleted)
     }
 
     /// The stored fields of the document with this id (committed or not), `None` when no
     /// such document was added. Lets a caller tell a re-run of the same source from a
     /// different source whose id clashes.
-    pub fn doc_fields(&self, id: &str) -> Option<BTreeMap<String, String>> {
-        let ord = self.docs.ord_of(id)?;
-        self.docs.record(ord as usize).map(|(_, fields)| fields)
+    pub fn doc_fields(&self, id: &str) -> Result<Option<BTreeMap<String, String>>> {
+        let Some(ord) = self.docs.ord_of(id)? else {
+            return Ok(None);
+        };
+        Ok(self.docs.record(ord as usize)?.map(|(_, fields)| fields))
     }
 
     /// Id and stored fields of every live document (committed or not), in ordinal order.
-    /// Parsed from the writer's compact copy of the records on each call: walk it once.
-    pub fn records(&self) -> impl Iterator<Item = (String, BTreeMap<String, String>)> + '_ {
+    /// Committed records are read back from the docs file as the walk goes: walk it once.
+    pub fn records(&self) -> impl Iterator<Item = Result<(String, BTreeMap<String, String>)>> + '_ {
         self.docs.live_records()
     }
 
@@ -399,7 +406,7 @@ impl IndexWriter {
                 reason: "the id is empty".into(),
             });
         }
-        if self.contains(&id) {
+        if self.contains(&id)? {
             return Err(IndexError::DuplicateId { id });
         }
         if self.docs.len() >= u32::MAX as usize {
@@ -676,9 +683,10 @@ impl IndexWriter {
     /// Total size of the files of the committed generation and of the text folder.
     fn data_bytes(&self) -> u64 {
         let files = &self.manifest.files;
-        let mut total: u64 = [files.docs.as_ref(), files.vectors.as_ref()]
-            .into_iter()
-            .flatten()
+        let mut total: u64 = self
+            .manifest
+            .docs_files()
+            .chain(files.vectors.as_ref())
             .chain(files.hnsw.iter().flat_map(|h| [&h.graph, &h.data]))
             .chain(files.flat_graph.iter())
             .chain(
@@ -714,7 +722,10 @@ impl IndexWriter {
         next.doc_count = self.docs.len() as u64;
         next.deleted_count = self.docs.deleted() as u64;
         next.vector_count = vector_count as u64;
-        next.files.docs = Some(self.docs.write(&dir, &layout::docs_file(gen))?);
+        let current_docs: Vec<_> = self.manifest.docs_files().cloned().collect();
+        let staged_docs = self.docs.write_part(&layout::docs_file(gen))?;
+        next.files.docs = None;
+        next.files.docs_parts = staged_docs.files(&current_docs);
         next.files.sealed = self.sealed.clone();
         if active > 0 {
             let storage = self.manifest.vector_storage;
@@ -752,6 +763,7 @@ impl IndexWriter {
         fsio::sync_dir(&dir)?;
         next.write(&dir)?;
         self.manifest = next;
+        self.docs.committed(staged_docs);
         self.committed_rows = active;
         self.pending_vectors = Vec::new();
         self.sealed_since_commit = 0;

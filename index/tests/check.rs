@@ -174,7 +174,7 @@ fn a_flipped_byte_in_the_vector_file_fails_its_crc() {
 #[test]
 fn a_truncated_docs_file_is_named() {
     let (_dir, path) = good_index(true);
-    let name = file_name(&path, "/files/docs/name");
+    let name = file_name(&path, "/files/docs_parts/0/name");
     let file = path.join(&name);
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() * 2 / 3]).unwrap();

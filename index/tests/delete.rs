@@ -83,12 +83,15 @@ fn deleted_documents_leave_every_store_and_their_id_can_come_back() {
     let vectors = build(dir.path(), 50);
 
     let mut writer = IndexWriter::open(dir.path()).unwrap();
-    assert!(writer.delete("d3"));
-    assert!(writer.delete("d10"));
-    assert!(!writer.delete("d3"), "a second delete finds nothing");
-    assert!(!writer.delete("nope"));
+    assert!(writer.delete("d3").unwrap());
+    assert!(writer.delete("d10").unwrap());
+    assert!(
+        !writer.delete("d3").unwrap(),
+        "a second delete finds nothing"
+    );
+    assert!(!writer.delete("nope").unwrap());
     assert_eq!(writer.len(), 48);
-    assert!(!writer.contains("d3"));
+    assert!(!writer.contains("d3").unwrap());
     let info = writer.commit().unwrap();
     assert_eq!((info.doc_count, info.deleted, info.added), (48, 2, 0));
     drop(writer);
@@ -137,7 +140,7 @@ fn compaction_reclaims_deleted_vectors_and_keeps_every_result() {
     let vectors = build(dir.path(), 300);
     let mut writer = IndexWriter::open(dir.path()).unwrap();
     for i in (0..300).step_by(3) {
-        assert!(writer.delete(&format!("d{i}")));
+        assert!(writer.delete(&format!("d{i}")).unwrap());
     }
     writer.commit().unwrap();
     let before = Index::open_with(dir.path(), graph_options()).unwrap();
@@ -190,7 +193,7 @@ fn a_crash_before_tantivy_learns_of_a_deletion_loses_nothing_and_heals() {
     copy_dir(&text, &saved);
 
     let mut writer = IndexWriter::open(dir.path()).unwrap();
-    assert!(writer.delete("d2"));
+    assert!(writer.delete("d2").unwrap());
     writer.commit().unwrap();
     drop(writer);
     // Put back tantivy as it was before it applied the deletion.
@@ -210,7 +213,7 @@ fn a_crash_before_tantivy_learns_of_a_deletion_loses_nothing_and_heals() {
     );
 
     let mut writer = IndexWriter::open(dir.path()).unwrap();
-    assert!(writer.delete("d5"));
+    assert!(writer.delete("d5").unwrap());
     writer.commit().unwrap();
     drop(writer);
     let report = check(dir.path()).unwrap();

@@ -225,7 +225,7 @@ fn wrong_dimension_and_invalid_vectors_are_rejected() {
     assert!(matches!(err, IndexError::InvalidDocument { .. }), "{err}");
     // rejected documents left no trace
     assert_eq!(writer.len(), 0);
-    assert!(!writer.contains("a") && !writer.contains("b"));
+    assert!(!writer.contains("a").unwrap() && !writer.contains("b").unwrap());
 
     writer.add(doc("ok", Some(vec![1.0; DIM]), None)).unwrap();
     writer.commit().unwrap();
@@ -259,7 +259,7 @@ fn duplicate_ids_are_rejected_across_commits() {
     writer.commit().unwrap();
     drop(writer);
     let mut writer = IndexWriter::open(dir.path()).unwrap();
-    assert!(writer.contains("same"));
+    assert!(writer.contains("same").unwrap());
     let err = writer.add(doc("same", None, None)).unwrap_err();
     assert!(matches!(err, IndexError::DuplicateId { .. }), "{err}");
 }
@@ -276,17 +276,17 @@ fn doc_fields_finds_committed_and_pending_documents() {
     bare.fields.clear();
     writer.add(bare).unwrap();
     assert_eq!(
-        writer.doc_fields("committed").unwrap()["source"],
+        writer.doc_fields("committed").unwrap().unwrap()["source"],
         "committed.dcm"
     );
-    assert!(writer.doc_fields("pending").unwrap().is_empty());
-    assert_eq!(writer.doc_fields("absent"), None);
+    assert!(writer.doc_fields("pending").unwrap().unwrap().is_empty());
+    assert_eq!(writer.doc_fields("absent").unwrap(), None);
     // a rejected duplicate leaves the first document's fields in place
     let mut clash = doc("committed", None, None);
     clash.fields.insert("source".into(), "other.dcm".into());
     assert!(writer.add(clash).is_err());
     assert_eq!(
-        writer.doc_fields("committed").unwrap()["source"],
+        writer.doc_fields("committed").unwrap().unwrap()["source"],
         "committed.dcm"
     );
 }
@@ -423,7 +423,7 @@ fn crash_before_commit_keeps_the_last_commit() {
     // The next writer starts from the commit and its new documents reuse the ordinals.
     let mut writer = IndexWriter::open(dir.path()).unwrap();
     assert_eq!(writer.len(), 10);
-    assert!(!writer.contains("lost"));
+    assert!(!writer.contains("lost").unwrap());
     writer
         .add(doc("new", None, Some("small effusion")))
         .unwrap();
@@ -732,7 +732,7 @@ fn f16_storage_halves_the_vector_file_and_keeps_recall() {
     // Deletion and compaction rewrite the rows in the same storage, unchanged.
     let mut writer = IndexWriter::open(dir.path()).unwrap();
     for i in 0..100 {
-        assert!(writer.delete(&format!("v{i}")));
+        assert!(writer.delete(&format!("v{i}")).unwrap());
     }
     writer.compact().unwrap();
     drop(writer);
@@ -943,7 +943,7 @@ fn asserted_and_denied_text_are_searched_apart() {
         d.negated_text = denied.map(str::to_string);
         writer.add(d).unwrap();
     }
-    assert!(writer.delete("d"));
+    assert!(writer.delete("d").unwrap());
     writer.commit().unwrap();
     let index = Index::open(&dir).unwrap();
     assert!(index.has_text_field(TextField::Negated));

@@ -151,7 +151,7 @@ fn deletion_and_compaction_work_across_segments() {
     docs.extend(add(&mut writer, &mut rng, 250, 150));
     let deleted: Vec<(String, Vec<f32>)> = docs.iter().step_by(4).cloned().collect();
     for (id, _) in &deleted {
-        assert!(writer.delete(id));
+        assert!(writer.delete(id).unwrap());
     }
     writer.commit().unwrap();
     let live: Vec<(String, Vec<f32>)> = docs

@@ -180,7 +180,8 @@ pub fn run(
     let mut indexed: HashMap<String, Known> = HashMap::new();
     // Content already indexed: SHA-256 -> relative path.
     let mut by_hash: HashMap<String, String> = HashMap::new();
-    for (id, mut f) in writer.records() {
+    for record in writer.records() {
+        let (id, mut f) = record?;
         let Some(path) = f.remove(PATH_FIELD) else {
             continue;
         };
@@ -234,7 +235,7 @@ pub fn run(
                     Ok(Some(mut p)) => {
                         let rel = privacy.stored_path(&p.rel.to_string_lossy());
                         if let Some(old) = p.replaces.take() {
-                            writer.delete(&old);
+                            writer.delete(&old)?;
                             summary.replaced += 1;
                             on_notice(&p.path, "changed since it was indexed; indexed again");
                         } else if let Some(first) = by_hash.get(&p.file.sha256) {
@@ -247,7 +248,7 @@ pub fn run(
                                 continue;
                             }
                         }
-                        match resolve_id(writer, &seen, &p, privacy) {
+                        match resolve_id(writer, &seen, &p, privacy)? {
                             IdResolution::Indexed => summary.skipped += 1,
                             IdResolution::New(id) => {
                                 if id != privacy.stored_id(&p.id) {
@@ -305,7 +306,7 @@ pub fn run(
         if job.files.is_empty() {
             // A report-only corpus: every report is a document of its own.
             for report in table.reports() {
-                if writer.contains(&privacy.stored_id(&report.key)) {
+                if writer.contains(&privacy.stored_id(&report.key))? {
                     summary.skipped += 1;
                     continue;
                 }
@@ -355,13 +356,13 @@ fn resolve_id(
     seen: &HashMap<String, String>,
     p: &Prepared,
     privacy: &IndexPrivacy,
-) -> IdResolution {
+) -> Result<IdResolution, EmbedError> {
     let rel = p.rel.to_string_lossy().replace('\\', "/");
     let stored_rel = privacy.stored_path(&p.rel.to_string_lossy());
     let natural = privacy.stored_id(&p.id);
     let alt = privacy.stored_id(&format!("{}+{rel}", p.id));
     for id in [natural, alt] {
-        let holder = match writer.doc_fields(&id) {
+        let holder = match writer.doc_fields(&id)? {
             Some(fields) => Some(
                 fields
                     .get(PATH_FIELD)
@@ -372,12 +373,12 @@ fn resolve_id(
             None => seen.get(&id).cloned(),
         };
         match holder {
-            None => return IdResolution::New(id),
-            Some(path) if path == stored_rel => return IdResolution::Indexed,
+            None => return Ok(IdResolution::New(id)),
+            Some(path) if path == stored_rel => return Ok(IdResolution::Indexed),
             Some(_) => continue,
         }
     }
-    IdResolution::Clash
+    Ok(IdResolution::Clash)
 }
 
 /// Reports a file that could not be indexed: to the caller (who prints the real path) and to
