@@ -11,8 +11,8 @@
 //! - `segmented`: `periodic` in an index that seals a segment every 5,000 rows, so the writer
 //!   holds one segment's graph and rows at most: what is left is the document table.
 //!
-//! `cargo bench --bench writer_memory -- [--n 20000,100000] [--dim 128]`; one JSON line per
-//! measurement, then a table.
+//! `cargo bench --bench writer_memory -- [--n 20000,100000] [--dim 128] [--parts ids,...]`;
+//! one JSON line per measurement (with the seconds spent in commits), then a table.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -20,6 +20,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -46,6 +47,13 @@ struct Args {
     /// Vector dimension.
     #[arg(long, default_value_t = 128)]
     dim: usize,
+    /// Lines to measure (`append` needs `vectors` before it in the same run).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ids,fields,vectors,periodic,append,segmented"
+    )]
+    parts: Vec<String>,
     /// Where the indexes are built (removed afterwards).
     #[arg(long, default_value = "target/bench-data/writer-memory")]
     work_dir: PathBuf,
@@ -126,14 +134,21 @@ fn child(part: &str, n: usize, dim: usize, work: &Path) -> Result<()> {
     };
     let (start, _) = rss_kib()?;
     let added = range.len();
+    let mut commit_s = 0.0;
+    let mut timed_commit = |writer: &mut IndexWriter| -> Result<()> {
+        let t = Instant::now();
+        writer.commit()?;
+        commit_s += t.elapsed().as_secs_f64();
+        Ok(())
+    };
     for i in range {
         writer.add(document(i, part, dim))?;
         if matches!(part, "periodic" | "segmented") && (i + 1) % COMMIT_EVERY == 0 {
-            writer.commit()?;
+            timed_commit(&mut writer)?;
         }
     }
     let (after_add, _) = rss_kib()?;
-    writer.commit()?;
+    timed_commit(&mut writer)?;
     let (_, peak) = rss_kib()?;
     drop(writer);
     if part != "vectors" {
@@ -142,6 +157,7 @@ fn child(part: &str, n: usize, dim: usize, work: &Path) -> Result<()> {
     common::emit(json!({
         "row": "writer_memory", "part": part, "n": n, "dim": dim, "added": added,
         "rss_start_kib": start, "rss_after_add_kib": after_add, "peak_kib": peak,
+        "commit_s": commit_s,
     }));
     Ok(())
 }
@@ -156,11 +172,11 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     for n in args.n.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let n: usize = n.parse().with_context(|| format!("--n {n}"))?;
-        for part in PARTS {
+        for part in PARTS.iter().filter(|p| args.parts.iter().any(|a| a == *p)) {
             let out = Command::new(&exe)
                 .args(["--dim", &args.dim.to_string(), "--work-dir"])
                 .arg(&args.work_dir)
-                .args(["--child", part, &n.to_string()])
+                .args(["--child", *part, &n.to_string()])
                 .output()
                 .context("running the measurement process")?;
             if !out.status.success() {
@@ -173,18 +189,19 @@ fn main() -> Result<()> {
             let added = kib("added").max(1.0);
             let grow = |k: &str| (kib(k) - kib("rss_start_kib")) * 1024.0 / added;
             rows.push(format!(
-                "| {part} | {n} | {} | {:.0} | {:.0} | {:.0} |",
+                "| {part} | {n} | {} | {:.0} | {:.0} | {:.0} | {:.1} |",
                 v["added"],
                 grow("rss_after_add_kib"),
                 grow("peak_kib"),
                 kib("peak_kib") / 1024.0,
+                kib("commit_s"),
             ));
         }
     }
     eprintln!(
-        "\n| part | N | added | RSS growth after add, B/doc | peak growth, B/doc | peak MiB |"
+        "\n| part | N | added | RSS growth after add, B/doc | peak growth, B/doc | peak MiB | commits, s |"
     );
-    eprintln!("|---|---|---|---|---|---|");
+    eprintln!("|---|---|---|---|---|---|---|");
     for r in rows {
         eprintln!("{r}");
     }

@@ -76,11 +76,11 @@ pub fn cmd_delete(args: DeleteArgs) -> Result<ExitCode> {
     let mut missing_files = 0usize;
     if !args.missing.is_empty() {
         for record in writer.records() {
-            let (id, fields) = record?;
-            let Some(rel) = fields.get("path") else {
+            let doc = record?;
+            let Some(rel) = doc.fields.get("path") else {
                 continue; // report-only documents have no file
             };
-            if !args.missing.iter().any(|root| root.join(rel).exists()) && targets.insert(id) {
+            if !args.missing.iter().any(|root| root.join(rel).exists()) && targets.insert(doc.id) {
                 missing_files += 1;
             }
         }

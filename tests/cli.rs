@@ -684,6 +684,20 @@ fn incremental_updates_delete_and_compact() {
     assert_eq!(search_ids(), before);
     let o = cxr(&["check", i]);
     assert!(o.status.success(), "{:?}", text(&o));
+
+    // Two new files with one content in one run: the first is indexed, the second is named
+    // as its copy (the earlier copy of img2 still is one).
+    image::GrayImage::from_fn(30, 30, |x, y| image::Luma([(x * y) as u8]))
+        .save(archive.join("new-a.png"))
+        .unwrap();
+    std::fs::copy(archive.join("new-a.png"), archive.join("new-b.png")).unwrap();
+    let (s, err) = index(&[]);
+    assert_eq!(
+        (s["indexed"].as_u64(), s["duplicates"].as_u64()),
+        (Some(1), Some(2)),
+        "{err}"
+    );
+    assert!(err.contains("new-b.png") && err.contains("same content as new-a.png"));
 }
 
 /// Public checkpoint folders work with `--model` like the project's own: RAD-DINO's layout

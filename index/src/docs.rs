@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{IndexError, Result};
 use crate::fsio;
 use crate::manifest::{FileEntry, Manifest};
+use crate::writer::StoredDoc;
 
 /// One line of the docs file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -455,14 +456,22 @@ impl WriterDocs {
         Ok(self.collisions.get(id).copied())
     }
 
-    /// Id and fields of the live document `ord`.
-    pub(crate) fn record(&self, ord: usize) -> Result<Option<(String, BTreeMap<String, String>)>> {
+    /// The live document `ord`.
+    pub(crate) fn record(&self, ord: usize) -> Result<Option<StoredDoc>> {
         if !self.is_live(ord as u32) {
             return Ok(None);
         }
         let line = self.line(ord)?;
-        let stored: Stored = serde_json::from_slice(&line).map_err(|e| self.bad_line(ord, e))?;
-        Ok(Some((stored.id, stored.fields)))
+        self.stored_doc(ord, &line).map(Some)
+    }
+
+    fn stored_doc(&self, ord: usize, line: &[u8]) -> Result<StoredDoc> {
+        let stored: Stored = serde_json::from_slice(line).map_err(|e| self.bad_line(ord, e))?;
+        Ok(StoredDoc {
+            ord: ord as u32,
+            id: stored.id,
+            fields: stored.fields,
+        })
     }
 
     /// Appends a record: the new ordinal, its offset, row and id hash.
@@ -526,9 +535,7 @@ impl WriterDocs {
     }
 
     /// Ids and fields of the live documents, in ordinal order, read sequentially.
-    pub(crate) fn live_records(
-        &self,
-    ) -> impl Iterator<Item = Result<(String, BTreeMap<String, String>)>> + '_ {
+    pub(crate) fn live_records(&self) -> impl Iterator<Item = Result<StoredDoc>> + '_ {
         let mut lines = Lines::new(self, 0);
         (0..self.len()).filter_map(move |ord| {
             let line = match lines.next_line(ord) {
@@ -538,11 +545,7 @@ impl WriterDocs {
             if !self.is_live(ord as u32) {
                 return None;
             }
-            Some(
-                serde_json::from_slice::<Stored>(line)
-                    .map(|s| (s.id, s.fields))
-                    .map_err(|e| self.bad_line(ord, e)),
-            )
+            Some(self.stored_doc(ord, line))
         })
     }
 
@@ -820,14 +823,18 @@ mod tests {
             .flatten()
             .map(|r| (r.id.clone(), r.fields.clone()))
             .collect();
-        let walked: Vec<_> = docs.live_records().map(|r| r.unwrap()).collect();
+        let walked: Vec<_> = docs
+            .live_records()
+            .map(|r| r.map(|d| (d.id, d.fields)).unwrap())
+            .collect();
         assert_eq!(walked, live);
         for (ord, r) in expected.iter().enumerate() {
             if let Some(r) = r {
                 assert_eq!(docs.ord_of(&r.id).unwrap(), Some(ord as u32), "{}", r.id);
+                let doc = docs.record(ord).unwrap().unwrap();
                 assert_eq!(
-                    docs.record(ord).unwrap(),
-                    Some((r.id.clone(), r.fields.clone()))
+                    (doc.ord as usize, &doc.id, &doc.fields),
+                    (ord, &r.id, &r.fields)
                 );
             } else {
                 assert_eq!(docs.record(ord).unwrap(), None);
@@ -844,7 +851,10 @@ mod tests {
             }
         }
         let reopened = WriterDocs::load(dir, manifest).unwrap();
-        let rewalked: Vec<_> = reopened.live_records().map(|r| r.unwrap()).collect();
+        let rewalked: Vec<_> = reopened
+            .live_records()
+            .map(|r| r.map(|d| (d.id, d.fields)).unwrap())
+            .collect();
         assert_eq!(rewalked, live);
         for (ord, r) in expected.iter().enumerate() {
             if let Some(r) = r {

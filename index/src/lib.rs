@@ -107,6 +107,7 @@ pub use text::{Bm25Params, TextField};
 pub use vectors::{VectorPlacement, VectorStorage};
 pub use writer::{
     read_failures, CommitInfo, CompactInfo, CreateOptions, Document, Failure, IndexWriter,
+    StoredDoc,
 };
 
 #[cfg(test)]

@@ -77,6 +77,17 @@ pub struct Document {
     pub fields: BTreeMap<String, String>,
 }
 
+/// A live document as the writer stored it (committed or not).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredDoc {
+    /// Its ordinal: what [`IndexWriter::add`] returned, and what [`IndexWriter::record`]
+    /// takes. A caller that keeps ordinals instead of ids or fields keeps a few bytes per
+    /// document and reads the rest back when needed.
+    pub ord: u32,
+    pub id: String,
+    pub fields: BTreeMap<String, String>,
+}
+
 /// What a commit made durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CommitInfo {
@@ -352,7 +363,7 @@ impl IndexWriter {
     /// Ids of the live documents (committed or not), in ordinal order, read back from the
     /// docs file as the walk goes.
     pub fn ids(&self) -> impl Iterator<Item = Result<String>> + '_ {
-        self.docs.live_records().map(|r| r.map(|(id, _)| id))
+        self.docs.live_records().map(|r| r.map(|doc| doc.id))
     }
 
     /// Deletes the document with this id from all three stores: it disappears from every
@@ -377,12 +388,21 @@ impl IndexWriter {
         let Some(ord) = self.docs.ord_of(id)? else {
             return Ok(None);
         };
-        Ok(self.docs.record(ord as usize)?.map(|(_, fields)| fields))
+        Ok(self.docs.record(ord as usize)?.map(|doc| doc.fields))
     }
 
-    /// Id and stored fields of every live document (committed or not), in ordinal order.
-    /// Committed records are read back from the docs file as the walk goes: walk it once.
-    pub fn records(&self) -> impl Iterator<Item = Result<(String, BTreeMap<String, String>)>> + '_ {
+    /// The live document with ordinal `ord` (committed or not), `None` when there is none
+    /// (deleted, or never added).
+    pub fn record(&self, ord: u32) -> Result<Option<StoredDoc>> {
+        if ord as usize >= self.docs.len() {
+            return Ok(None);
+        }
+        self.docs.record(ord as usize)
+    }
+
+    /// Every live document (committed or not), in ordinal order. Committed records are read
+    /// back from the docs file as the walk goes: walk it once.
+    pub fn records(&self) -> impl Iterator<Item = Result<StoredDoc>> + '_ {
         self.docs.live_records()
     }
 

@@ -72,8 +72,8 @@ struct Prepared {
     meta: ImageMeta,
     input: Vec<f32>,
     file: FileStamp,
-    /// The document of an earlier version of this file, replaced by this one.
-    replaces: Option<String>,
+    /// The document (ordinal) of an earlier version of this file, replaced by this one.
+    replaces: Option<u32>,
 }
 
 /// What identifies a file's content: size and modification time (cheap, from the file
@@ -90,12 +90,33 @@ const SIZE_FIELD: &str = "size";
 const MTIME_FIELD: &str = "mtime";
 const SHA256_FIELD: &str = "sha256";
 
-/// An indexed file, as its document remembers it.
+/// An indexed file, as a re-run needs to recognise it: 64-bit hashes of its document's stored
+/// size and time and of its stored content hash, and the document's ordinal (for the rest,
+/// the writer reads the record back). About 60 bytes per indexed file, where the stored
+/// strings would take about 400.
 struct Known {
-    id: String,
-    size: Option<String>,
-    mtime: Option<String>,
-    sha256: Option<String>,
+    /// [`stamp_hash`] of the stored size and time; `None` when either is missing.
+    stamp: Option<u64>,
+    /// [`key_hash`] of the stored SHA-256; `None` when it was indexed without one.
+    sha256: Option<u64>,
+    ord: u32,
+}
+
+/// A fixed-key 64-bit hash of a stored value (path, content hash). Two paths of a
+/// million-file archive share one with odds of about 3e-8; the content hash's matches are
+/// confirmed against the stored value before a file is skipped as a copy.
+fn key_hash(value: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h =
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .build_hasher();
+    h.write(value.as_bytes());
+    h.finish()
+}
+
+/// [`key_hash`] of a (size, time) pair as stored.
+fn stamp_hash(size: &str, mtime: &str) -> u64 {
+    key_hash(&format!("{size}\0{mtime}"))
 }
 
 /// Size and modification time of `path` as stored (`mtime`: seconds.nanoseconds since 1970).
@@ -125,8 +146,8 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
 enum Revisit {
     /// Same content: nothing to do.
     Unchanged,
-    /// The content changed: index it again, replacing document `id`.
-    Changed(String),
+    /// The content changed: index it again, replacing the document with this ordinal.
+    Changed(u32),
 }
 
 fn revisit(
@@ -135,20 +156,20 @@ fn revisit(
     privacy: &IndexPrivacy,
 ) -> Result<Revisit, (PathBuf, String)> {
     let io_err = |e: std::io::Error| (path.to_path_buf(), e.to_string());
-    let Some(sha) = &known.sha256 else {
+    let Some(sha) = known.sha256 else {
         // Indexed before content hashes were stored: the path alone decides.
         return Ok(Revisit::Unchanged);
     };
     let (size, mtime) = stat(path).map_err(io_err)?;
     let mtime = privacy.stored_token(MTIME_FIELD, &mtime);
-    if known.size.as_ref() == Some(&size) && known.mtime.as_ref() == Some(&mtime) {
+    if known.stamp == Some(stamp_hash(&size, &mtime)) {
         return Ok(Revisit::Unchanged);
     }
     let digest = sha256_file(path).map_err(io_err)?;
-    if &privacy.stored_token(SHA256_FIELD, &digest) == sha {
+    if key_hash(&privacy.stored_token(SHA256_FIELD, &digest)) == sha {
         return Ok(Revisit::Unchanged);
     }
-    Ok(Revisit::Changed(known.id.clone()))
+    Ok(Revisit::Changed(known.ord))
 }
 
 /// A prepared file, `None` for a file already indexed, or the file and why it failed.
@@ -175,28 +196,35 @@ pub fn run(
     let mut matched_reports: HashSet<String> = HashSet::new();
     let batch_size = job.batch_size.max(1);
 
-    // Files already in the index (by path relative to their root) are looked at before any
-    // decoding, so a resumed run over a large archive costs a walk and a stat per file.
-    let mut indexed: HashMap<String, Known> = HashMap::new();
-    // Content already indexed: SHA-256 -> relative path.
-    let mut by_hash: HashMap<String, String> = HashMap::new();
+    // Files already in the index (by the hash of their stored path) are looked at before
+    // any decoding, so a resumed run over a large archive costs a walk and a stat per file.
+    let mut indexed: HashMap<u64, Known> = HashMap::new();
+    // Content already indexed: hash of the stored SHA-256 -> the first document holding it.
+    let mut content: HashMap<u64, u32> = HashMap::new();
     for record in writer.records() {
-        let (id, mut f) = record?;
-        let Some(path) = f.remove(PATH_FIELD) else {
+        let doc = record?;
+        let Some(path) = doc.fields.get(PATH_FIELD) else {
             continue;
         };
-        if let Some(sha) = f.get(SHA256_FIELD) {
-            by_hash.insert(sha.clone(), path.clone());
+        let sha256 = doc.fields.get(SHA256_FIELD).map(|s| key_hash(s));
+        if let Some(sha) = sha256 {
+            content.entry(sha).or_insert(doc.ord);
         }
-        let known = Known {
-            id,
-            size: f.remove(SIZE_FIELD),
-            mtime: f.remove(MTIME_FIELD),
-            sha256: f.remove(SHA256_FIELD),
+        let stamp = match (doc.fields.get(SIZE_FIELD), doc.fields.get(MTIME_FIELD)) {
+            (Some(size), Some(mtime)) => Some(stamp_hash(size, mtime)),
+            _ => None,
         };
-        indexed.insert(path, known);
+        let known = Known {
+            stamp,
+            sha256,
+            ord: doc.ord,
+        };
+        indexed.insert(key_hash(path), known);
     }
     let indexed = &indexed;
+    // Content of the batch at hand (stored SHA-256 -> stored path): its documents are added
+    // after the batch is embedded, and join `content` then.
+    let mut batch_content: HashMap<String, String> = HashMap::new();
 
     std::thread::scope(|scope| -> Result<(), EmbedError> {
         let (tx, rx) = mpsc::sync_channel::<Vec<Decoded>>(1);
@@ -209,7 +237,7 @@ pub fn run(
                     .map(|(path, root)| {
                         let rel = rel_path(path, root);
                         let stored = privacy.stored_path(&rel.to_string_lossy());
-                        let replaces = match indexed.get(&stored) {
+                        let replaces = match indexed.get(&key_hash(&stored)) {
                             None => None,
                             Some(known) => match revisit(path, known, privacy)? {
                                 Revisit::Unchanged => return Ok(None),
@@ -235,11 +263,15 @@ pub fn run(
                     Ok(Some(mut p)) => {
                         let rel = privacy.stored_path(&p.rel.to_string_lossy());
                         if let Some(old) = p.replaces.take() {
-                            writer.delete(&old)?;
+                            if let Some(doc) = writer.record(old)? {
+                                writer.delete(&doc.id)?;
+                            }
                             summary.replaced += 1;
                             on_notice(&p.path, "changed since it was indexed; indexed again");
-                        } else if let Some(first) = by_hash.get(&p.file.sha256) {
-                            if *first != rel {
+                        } else if let Some(first) =
+                            copy_of(writer, &content, &batch_content, &p.file.sha256)?
+                        {
+                            if first != rel {
                                 on_notice(
                                     &p.path,
                                     &format!("same content as {first}, already indexed; skipped"),
@@ -258,7 +290,7 @@ pub fn run(
                                 );
                                 }
                                 seen.insert(id.clone(), rel.clone());
-                                by_hash.insert(p.file.sha256.clone(), rel);
+                                batch_content.insert(p.file.sha256.clone(), rel);
                                 ok.push((p, id));
                             }
                             IdResolution::Clash => {
@@ -286,12 +318,14 @@ pub fn run(
                     if let Some(r) = report {
                         matched_reports.insert(r.key.clone());
                     }
-                    writer.add(image_document(&p, id, vector, report, privacy))?;
+                    let ord = writer.add(image_document(&p, id, vector, report, privacy))?;
+                    content.entry(key_hash(&p.file.sha256)).or_insert(ord);
                     summary.indexed += 1;
                     since_commit += 1;
                 }
             }
             seen.clear();
+            batch_content.clear();
             bar.set_position((summary.indexed + summary.skipped + summary.failed) as u64);
             if since_commit >= job.commit_every {
                 writer.commit()?;
@@ -379,6 +413,26 @@ fn resolve_id(
         }
     }
     Ok(IdResolution::Clash)
+}
+
+/// The stored path of an indexed file with this (stored) content hash: one of this batch, or
+/// a document whose stored hash is confirmed to be the same.
+fn copy_of(
+    writer: &IndexWriter,
+    content: &HashMap<u64, u32>,
+    batch_content: &HashMap<String, String>,
+    sha256: &str,
+) -> Result<Option<String>, EmbedError> {
+    if let Some(rel) = batch_content.get(sha256) {
+        return Ok(Some(rel.clone()));
+    }
+    let Some(&ord) = content.get(&key_hash(sha256)) else {
+        return Ok(None);
+    };
+    Ok(writer.record(ord)?.and_then(|doc| {
+        let same = doc.fields.get(SHA256_FIELD).is_some_and(|s| s == sha256);
+        same.then(|| doc.fields.get(PATH_FIELD).cloned().unwrap_or_default())
+    }))
 }
 
 /// Reports a file that could not be indexed: to the caller (who prints the real path) and to
