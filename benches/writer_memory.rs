@@ -10,6 +10,8 @@
 //!   appending to an archive costs (per added document, so the held archive shows up here);
 //! - `segmented`: `periodic` in an index that seals a segment every 5,000 rows, so the writer
 //!   holds one segment's graph and rows at most: what is left is the document table.
+//! - `open`: a reader (`Index::open`) of the `fields` index: what opening an index costs per
+//!   document (time and memory), where documents are all a reader holds in memory.
 //!
 //! `cargo bench --bench writer_memory -- [--n 20000,100000] [--dim 128] [--parts ids,...]`;
 //! one JSON line per measurement (with the seconds spent in commits), then a table.
@@ -27,13 +29,14 @@ use clap::Parser;
 use cxr_index::{CreateOptions, Document, IndexSpec, IndexWriter};
 use serde_json::json;
 
-const PARTS: [&str; 6] = [
+const PARTS: [&str; 7] = [
     "ids",
     "fields",
     "vectors",
     "periodic",
     "append",
     "segmented",
+    "open",
 ];
 
 /// How often the `periodic` run commits: `cxr index`'s default `--commit-every`.
@@ -47,11 +50,12 @@ struct Args {
     /// Vector dimension.
     #[arg(long, default_value_t = 128)]
     dim: usize,
-    /// Lines to measure (`append` needs `vectors` before it in the same run).
+    /// Lines to measure (`append` needs `vectors` before it in the same run, `open` needs
+    /// `fields`).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "ids,fields,vectors,periodic,append,segmented"
+        default_value = "ids,fields,vectors,periodic,append,segmented,open"
     )]
     parts: Vec<String>,
     /// Where the indexes are built (removed afterwards).
@@ -104,7 +108,30 @@ fn document(i: usize, part: &str, dim: usize) -> Document {
     }
 }
 
+/// The `open` line: opens the index the `fields` run left, in a process of its own.
+fn open_child(n: usize, work: &Path) -> Result<()> {
+    let dir = work.join(format!("fields-{n}"));
+    let (start, _) = rss_kib()?;
+    let t = Instant::now();
+    let index = cxr_index::Index::open(&dir)
+        .with_context(|| format!("opening {} (run the `fields` line first)", dir.display()))?;
+    let open_s = t.elapsed().as_secs_f64();
+    let (after, peak) = rss_kib()?;
+    anyhow::ensure!(index.len() == n, "{} documents, expected {n}", index.len());
+    drop(index);
+    std::fs::remove_dir_all(&dir).ok();
+    common::emit(json!({
+        "row": "writer_memory", "part": "open", "n": n, "added": n,
+        "rss_start_kib": start, "rss_after_add_kib": after, "peak_kib": peak,
+        "commit_s": open_s,
+    }));
+    Ok(())
+}
+
 fn child(part: &str, n: usize, dim: usize, work: &Path) -> Result<()> {
+    if part == "open" {
+        return open_child(n, work);
+    }
     let spec = IndexSpec {
         dim,
         model_fingerprint: "bench".into(),
@@ -151,7 +178,7 @@ fn child(part: &str, n: usize, dim: usize, work: &Path) -> Result<()> {
     timed_commit(&mut writer)?;
     let (_, peak) = rss_kib()?;
     drop(writer);
-    if part != "vectors" {
+    if !matches!(part, "vectors" | "fields") {
         std::fs::remove_dir_all(&dir).ok();
     }
     common::emit(json!({
@@ -197,9 +224,11 @@ fn main() -> Result<()> {
                 kib("commit_s"),
             ));
         }
+        // Left by `fields` for `open`.
+        std::fs::remove_dir_all(args.work_dir.join(format!("fields-{n}"))).ok();
     }
     eprintln!(
-        "\n| part | N | added | RSS growth after add, B/doc | peak growth, B/doc | peak MiB | commits, s |"
+        "\n| part | N | added | RSS growth after add, B/doc | peak growth, B/doc | peak MiB | commits (open: opening), s |"
     );
     eprintln!("|---|---|---|---|---|---|---|");
     for r in rows {
