@@ -896,11 +896,15 @@ fn cmd_search(args: SearchArgs) -> Result<ExitCode> {
         for (i, h) in hits.iter().enumerate() {
             let doc = index.doc(h.ord);
             let field = |k: &str| {
-                doc.and_then(|d| d.fields.get(k))
+                doc.as_ref()
+                    .and_then(|d| d.fields.get(k))
                     .map(String::as_str)
                     .unwrap_or("-")
             };
-            let report = doc.map(|d| report_text(d.fields)).unwrap_or_default();
+            let report = doc
+                .as_ref()
+                .map(|d| report_text(&d.fields))
+                .unwrap_or_default();
             let snip = search::snippet(&report, &snippet_query, 90);
             let second = match (reranked, h.rerank) {
                 (None, _) => String::new(),

@@ -849,7 +849,7 @@ fn check_flat_graph(
     let expected = HnswGraph::load(dir, &hnsw.basename).and_then(|loaded| {
         let docs = DocTable::load(dir, manifest)?;
         let entry = dump_entry_point(&dir.join(&hnsw.graph.name));
-        let row_of = |ord: usize| docs.records.get(ord).and_then(|r| r.row);
+        let row_of = |ord: usize| docs.ords.row(ord);
         flat_words(&loaded, entry, &row_of, manifest.sealed_rows() as usize)
             .map_err(|e| IndexError::corrupt(dir.join(&hnsw.graph.name), e))
     });

@@ -5,25 +5,32 @@
 //!
 //! JSON lines keep the file readable with standard tools. Since format 5 the file is stored as
 //! consecutive parts (see [`DataFiles::docs_parts`](crate::manifest::DataFiles)) so that a
-//! commit writes what it adds instead of every record; readers stream the parts one after the
-//! other, which for 100k documents takes tens of milliseconds.
+//! commit writes what it adds instead of every record.
+//!
+//! Neither side keeps records as structures in memory. Both keep per document an offset, its
+//! vector row, a deletion flag and a 64-bit hash of its id ([`Ordinals`], about 40 bytes);
+//! a reader memory-maps the parts (they are never modified) and parses a record's fields when
+//! asked, a writer reads committed records back from the files. Opening checks every line's
+//! syntax, order and id without building its fields.
 //!
 //! A deleted document leaves a tombstone line (`{"id":"","deleted":true}`, keeping its vector
 //! row until [`compact`](crate::IndexWriter::compact)) so that ordinals never move: the tantivy
 //! index and the graph refer to documents by ordinal, and renumbering them would mean
 //! rebuilding the text index, whose text is not stored. Tombstones keep no id and no fields.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use memmap2::Mmap;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IndexError, Result};
 use crate::fsio;
 use crate::manifest::{FileEntry, Manifest};
-use crate::writer::StoredDoc;
 
 /// One line of the docs file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,134 +58,356 @@ impl DocRecord {
     }
 }
 
-/// All records of a generation with the lookups built from them.
-#[derive(Debug, Default)]
-pub(crate) struct DocTable {
-    pub records: Vec<DocRecord>,
-    /// Live documents only.
-    pub by_id: HashMap<String, u32>,
-    /// Number of tombstones among `records`.
-    pub deleted: usize,
-    /// Vector row -> document ordinal.
-    pub row_to_ord: Vec<u32>,
+/// A live document as stored: what readers return for a hit and writers walk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredDoc {
+    /// Its ordinal: what [`IndexWriter::add`](crate::IndexWriter::add) returned and hits
+    /// carry. A caller that keeps ordinals instead of ids or fields keeps a few bytes per
+    /// document and reads the rest back when needed.
+    pub ord: u32,
+    /// The document id.
+    pub id: String,
+    /// Stored metadata and report sections.
+    pub fields: BTreeMap<String, String>,
+    /// Whether the document has an image vector.
+    pub has_vector: bool,
 }
 
-impl DocTable {
-    /// Appends a record; the caller has checked the id is new and assigned `row` in order.
-    pub(crate) fn push(&mut self, record: DocRecord) -> u32 {
-        let ord = self.records.len() as u32;
-        if record.row.is_some() {
-            self.row_to_ord.push(ord);
-        }
-        if record.deleted {
-            self.deleted += 1;
-        } else {
-            self.by_id.insert(record.id.clone(), ord);
-        }
-        self.records.push(record);
-        ord
-    }
+/// What opening checks of a line, parsed without building its fields.
+#[derive(Deserialize)]
+struct LineHead<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(default)]
+    fields: Option<StringMap>,
+    #[serde(default)]
+    row: Option<u32>,
+    #[serde(default)]
+    deleted: bool,
+}
 
-    /// True when `ord` is a live document.
-    pub(crate) fn is_live(&self, ord: u32) -> bool {
-        self.records.get(ord as usize).is_some_and(|r| !r.deleted)
+/// A JSON object whose values are all strings, checked and counted but not kept.
+struct StringMap {
+    len: usize,
+}
+
+impl<'de> Deserialize<'de> for StringMap {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = StringMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<StringMap, A::Error> {
+                let mut len = 0;
+                while map.next_entry::<AnyStr, AnyStr>()?.is_some() {
+                    len += 1;
+                }
+                Ok(StringMap { len })
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
+}
+
+/// A JSON string, checked but not kept (no allocation, escaped or not).
+struct AnyStr;
+
+impl<'de> Deserialize<'de> for AnyStr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Str;
+        impl Visitor<'_> for Str {
+            type Value = AnyStr;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, _: &str) -> std::result::Result<AnyStr, E> {
+                Ok(AnyStr)
+            }
+        }
+        deserializer.deserialize_str(Str)
+    }
+}
+
+/// A record's id and fields, read back from a line.
+#[derive(Deserialize)]
+struct Stored {
+    id: String,
+    #[serde(default)]
+    fields: BTreeMap<String, String>,
+}
+
+/// The id alone, borrowed where the JSON needs no unescaping.
+#[derive(Deserialize)]
+struct StoredId<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+}
+
+/// Marks an ordinal without a vector row in [`Ordinals::rows`].
+const NO_ROW: u32 = u32::MAX;
+
+fn id_hash(id: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // Fixed keys: the same id hashes alike in every run (the table is rebuilt at open anyway).
+    let mut h =
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .build_hasher();
+    h.write(id.as_bytes());
+    h.finish()
+}
+
+/// What both tables keep per ordinal: where its line starts (in the parts read back to back,
+/// then, for a writer, its pending lines), its vector row, whether it is deleted; and the
+/// live ids by a 64-bit hash, confirmed against the line on a hit.
+#[derive(Debug)]
+pub(crate) struct Ordinals {
+    starts: Vec<u64>,
+    /// Each ordinal's vector row, or [`NO_ROW`].
+    rows: Vec<u32>,
+    deleted: Vec<bool>,
+    deleted_count: usize,
+    /// A 64-bit hash of each live id -> its ordinal; an id whose hash another live id holds
+    /// goes to `collisions` instead.
+    by_hash: HashMap<u64, u32>,
+    collisions: HashMap<String, u32>,
+    /// [`id_hash`]; another function in tests, to force collisions.
+    hash: fn(&str) -> u64,
+    /// Vector row -> document ordinal.
+    row_to_ord: Vec<u32>,
+}
+
+impl Default for Ordinals {
+    fn default() -> Self {
+        Ordinals {
+            starts: Vec::new(),
+            rows: Vec::new(),
+            deleted: Vec::new(),
+            deleted_count: 0,
+            by_hash: HashMap::new(),
+            collisions: HashMap::new(),
+            hash: id_hash,
+            row_to_ord: Vec::new(),
+        }
+    }
+}
+
+impl Ordinals {
+    /// Number of records, tombstones included (the next ordinal).
+    pub(crate) fn len(&self) -> usize {
+        self.starts.len()
     }
 
     /// Number of live documents.
     pub(crate) fn live(&self) -> usize {
-        self.records.len() - self.deleted
+        self.len() - self.deleted_count
     }
-    /// Reads and checks the docs file named by `manifest` (empty table if there is none).
-    pub(crate) fn load(dir: &Path, manifest: &Manifest) -> Result<DocTable> {
-        let mut table = DocTable {
-            records: Vec::with_capacity(manifest.doc_count as usize),
-            by_id: HashMap::with_capacity(manifest.doc_count as usize),
-            deleted: 0,
-            row_to_ord: Vec::with_capacity(manifest.vector_count as usize),
-        };
-        load_into(dir, manifest, &mut table)?;
-        Ok(table)
+
+    /// Number of tombstones.
+    pub(crate) fn deleted(&self) -> usize {
+        self.deleted_count
+    }
+
+    pub(crate) fn is_live(&self, ord: u32) -> bool {
+        self.deleted.get(ord as usize).is_some_and(|d| !d)
+    }
+
+    /// The vector row of `ord`, if it has one.
+    pub(crate) fn row(&self, ord: usize) -> Option<u32> {
+        self.rows.get(ord).copied().filter(|&r| r != NO_ROW)
+    }
+
+    /// Vector row -> document ordinal.
+    pub(crate) fn row_to_ord(&self) -> &[u32] {
+        &self.row_to_ord
+    }
+
+    /// Appends a record whose line starts at `start`; the caller has checked that a live id
+    /// is new and that `row` comes in order.
+    fn push(&mut self, id: &str, row: Option<u32>, deleted: bool, start: u64) -> u32 {
+        let ord = self.len() as u32;
+        self.starts.push(start);
+        self.rows.push(row.unwrap_or(NO_ROW));
+        if row.is_some() {
+            self.row_to_ord.push(ord);
+        }
+        self.deleted.push(deleted);
+        if deleted {
+            self.deleted_count += 1;
+        } else {
+            match self.by_hash.entry((self.hash)(id)) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    self.collisions.insert(id.to_string(), ord);
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(ord);
+                }
+            }
+        }
+        ord
+    }
+
+    /// The ordinal of the live document with this id; `id_at(ord)` reads a candidate's id.
+    fn find(
+        &self,
+        id: &str,
+        id_at: impl Fn(usize) -> Result<Option<String>>,
+    ) -> Result<Option<u32>> {
+        if let Some(&ord) = self.by_hash.get(&(self.hash)(id)) {
+            if id_at(ord as usize)?.is_some_and(|found| found == id) {
+                return Ok(Some(ord));
+            }
+        }
+        Ok(self.collisions.get(id).copied())
+    }
+
+    /// Marks the live document `ord`, whose id is `id`, deleted.
+    fn remove(&mut self, id: &str, ord: u32) {
+        let hash = (self.hash)(id);
+        if self.by_hash.get(&hash) == Some(&ord) {
+            self.by_hash.remove(&hash);
+        } else {
+            self.collisions.remove(id);
+        }
+        self.deleted[ord as usize] = true;
+        self.deleted_count += 1;
+    }
+
+    /// Gives every live document with a row a new row, in ordinal order, and drops the rows of
+    /// tombstones (compaction). Returns how many rows were dropped.
+    fn renumber_rows(&mut self) -> usize {
+        let mut dropped = 0;
+        self.row_to_ord.clear();
+        for ord in 0..self.rows.len() {
+            if self.rows[ord] == NO_ROW {
+                continue;
+            }
+            if !self.deleted[ord] {
+                self.rows[ord] = self.row_to_ord.len() as u32;
+                self.row_to_ord.push(ord as u32);
+            } else {
+                self.rows[ord] = NO_ROW;
+                dropped += 1;
+            }
+        }
+        dropped
     }
 }
 
-/// What [`load_into`] fills: a table of records in ordinal order.
+/// The line of a record that starts at `at` in `bytes`: up to its newline.
+fn line_at(bytes: &[u8], at: usize) -> &[u8] {
+    let rest = bytes.get(at..).unwrap_or_default();
+    let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// The id of a record's line, `None` when it does not parse.
+fn parse_id(line: &[u8]) -> Option<String> {
+    serde_json::from_slice::<StoredId>(line)
+        .ok()
+        .map(|s| s.id.into_owned())
+}
+
+/// What [`load_into`] fills: the ordinals, and the parts once each is read.
 trait Records {
-    fn contains_live(&self, id: &str) -> bool;
-    /// Appends the record read from the line starting at byte `start` of the parts read
-    /// back to back.
-    fn push_record(&mut self, record: DocRecord, start: u64) -> Result<()>;
-    /// The part `entry` was read whole and matched its manifest entry.
-    fn end_part(&mut self, _dir: &Path, _entry: &FileEntry) -> Result<()> {
-        Ok(())
-    }
-    /// (records, tombstones, vector rows)
-    fn counts(&self) -> (usize, usize, usize);
+    fn ords(&self) -> &Ordinals;
+    fn ords_mut(&mut self) -> &mut Ordinals;
+    /// The id of the live `ord`, of a part added before.
+    fn id_at(&self, ord: usize) -> Result<Option<String>>;
+    /// A part was read and checked: its file and map, where it starts, its first ordinal.
+    fn add_part(&mut self, part: LoadedPart) -> Result<()>;
 }
 
-impl Records for DocTable {
-    fn contains_live(&self, id: &str) -> bool {
-        self.by_id.contains_key(id)
-    }
-    fn push_record(&mut self, record: DocRecord, _start: u64) -> Result<()> {
-        self.push(record);
-        Ok(())
-    }
-    fn counts(&self) -> (usize, usize, usize) {
-        (self.records.len(), self.deleted, self.row_to_ord.len())
-    }
+/// A part as [`load_into`] read it.
+struct LoadedPart {
+    entry: FileEntry,
+    file: File,
+    map: Option<Mmap>,
+    start: u64,
+    first_ord: usize,
 }
 
-/// Reads the docs parts named by `manifest` into `table`, checking each record (rows in
-/// order, tombstones empty, ids unique), each part against its length and CRC-32, and the
-/// counts against the manifest. Parts are streamed, never held whole.
+/// Maps a docs part read-only (`None` for an empty file, which cannot be mapped everywhere).
+fn map_part(file: &File, path: &Path) -> Result<Option<Mmap>> {
+    let len = file.metadata().map_err(IndexError::io(path))?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    // SAFETY: generation files are written once and never modified afterwards (a commit
+    // writes new files); the map is read-only.
+    let map = unsafe { Mmap::map(file) }.map_err(IndexError::io(path))?;
+    Ok(Some(map))
+}
+
+/// Reads the docs parts named by `manifest` into `table`, checking each part against its
+/// length and CRC-32, each record (valid JSON with string fields, rows in order, tombstones
+/// empty, ids unique), and the counts against the manifest. Fields are checked, not built.
 fn load_into(dir: &Path, manifest: &Manifest, table: &mut impl Records) -> Result<()> {
     let mut start = 0u64;
-    let mut line = Vec::new();
     for entry in manifest.docs_files() {
         let path = dir.join(&entry.name);
         let file = File::open(&path).map_err(IndexError::io(&path))?;
-        let mut reader = BufReader::with_capacity(1 << 16, file);
-        let mut hasher = crc32fast::Hasher::new();
-        let mut len = 0u64;
+        let map = map_part(&file, &path)?;
+        let bytes: &[u8] = map.as_deref().unwrap_or_default();
+        fsio::verify(dir, entry, bytes)?;
+        let first_ord = table.ords().len();
+        let mut at = 0usize;
         let mut line_no = 0usize;
-        loop {
-            line.clear();
-            let n = reader
-                .read_until(b'\n', &mut line)
-                .map_err(IndexError::io(&path))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&line);
-            let line_start = start + len;
-            len += n as u64;
+        while at < bytes.len() {
+            let line = line_at(bytes, at);
+            let line_start = at;
+            at += line.len() + 1;
             line_no += 1;
             if line.trim_ascii().is_empty() {
                 continue;
             }
-            let at = |what: String| IndexError::corrupt(&path, format!("line {line_no}: {what}"));
-            let record: DocRecord = serde_json::from_slice(&line).map_err(|e| at(e.to_string()))?;
-            let rows = table.counts().2;
-            if let Some(row) = record.row {
+            let bad = |what: String| IndexError::corrupt(&path, format!("line {line_no}: {what}"));
+            let head: LineHead = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+            let rows = table.ords().row_to_ord.len();
+            if let Some(row) = head.row {
                 if row as usize != rows {
-                    return Err(at(format!(
+                    return Err(bad(format!(
                         "vector row {row} out of order (expected {rows})"
                     )));
                 }
             }
-            if record.deleted && (!record.id.is_empty() || !record.fields.is_empty()) {
-                return Err(at("a tombstone keeps an id or fields".into()));
+            let has_fields = head.fields.as_ref().is_some_and(|f| f.len > 0);
+            if head.deleted && (!head.id.is_empty() || has_fields) {
+                return Err(bad("a tombstone keeps an id or fields".into()));
             }
-            if !record.deleted && table.contains_live(&record.id) {
-                return Err(at(format!("duplicate id `{}`", record.id)));
+            if !head.deleted {
+                // A candidate of this part is read from its bytes, one of an earlier part
+                // from the table.
+                let id_at = |ord: usize| -> Result<Option<String>> {
+                    if ord < first_ord {
+                        return table.id_at(ord);
+                    }
+                    let at = (table.ords().starts[ord] - start) as usize;
+                    Ok(parse_id(line_at(bytes, at)))
+                };
+                if table.ords().find(&head.id, id_at)?.is_some() {
+                    return Err(bad(format!("duplicate id `{}`", head.id)));
+                }
             }
-            table.push_record(record, line_start)?;
+            table
+                .ords_mut()
+                .push(&head.id, head.row, head.deleted, start + line_start as u64);
         }
-        fsio::check_entry(&path, entry, len, hasher.finalize())?;
-        table.end_part(dir, entry)?;
-        start += len;
+        table.add_part(LoadedPart {
+            entry: entry.clone(),
+            file,
+            map,
+            start,
+            first_ord,
+        })?;
+        start += entry.len;
     }
-    let (records, deleted, rows) = table.counts();
+    let ords = table.ords();
+    let (records, deleted, rows) = (ords.len(), ords.deleted(), ords.row_to_ord.len());
     if records as u64 != manifest.doc_count
         || rows as u64 != manifest.vector_count
         || deleted as u64 != manifest.deleted_count
@@ -199,23 +428,91 @@ fn load_into(dir: &Path, manifest: &Manifest, table: &mut impl Records) -> Resul
     Ok(())
 }
 
-/// A record's id and fields, read back from a line.
-#[derive(Deserialize)]
-struct Stored {
-    id: String,
-    #[serde(default)]
-    fields: BTreeMap<String, String>,
+/// A docs part as a reader maps it.
+#[derive(Debug)]
+struct MappedPart {
+    map: Option<Mmap>,
+    /// Where the part starts in the parts read back to back.
+    start: u64,
+    first_ord: usize,
 }
 
-/// The id alone, borrowed where the JSON needs no unescaping.
-#[derive(Deserialize)]
-struct StoredId<'a> {
-    #[serde(borrow)]
-    id: std::borrow::Cow<'a, str>,
+/// The reader's document table: the parts memory-mapped, and the [`Ordinals`]. A record's
+/// fields are parsed when asked for (a hit, a filter), so opening an index costs a scan of
+/// its lines and about 40 bytes per document, not a structure per record.
+#[derive(Debug, Default)]
+pub(crate) struct DocTable {
+    parts: Vec<MappedPart>,
+    pub ords: Ordinals,
 }
 
-/// Marks an ordinal without a vector row in [`WriterDocs::rows`].
-const NO_ROW: u32 = u32::MAX;
+impl DocTable {
+    /// Reads and checks the docs parts named by `manifest` (empty table if there are none).
+    pub(crate) fn load(dir: &Path, manifest: &Manifest) -> Result<DocTable> {
+        let mut table = DocTable::default();
+        load_into(dir, manifest, &mut table)?;
+        Ok(table)
+    }
+
+    /// The line of record `ord` (`ord < len`).
+    fn line(&self, ord: usize) -> &[u8] {
+        let k = self.parts.partition_point(|p| p.first_ord <= ord) - 1;
+        let part = &self.parts[k];
+        let bytes: &[u8] = part.map.as_deref().unwrap_or_default();
+        line_at(bytes, (self.ords.starts[ord] - part.start) as usize)
+    }
+
+    /// The id of the live document `ord`.
+    pub(crate) fn id(&self, ord: u32) -> Option<Cow<'_, str>> {
+        if !self.ords.is_live(ord) {
+            return None;
+        }
+        serde_json::from_slice::<StoredId>(self.line(ord as usize))
+            .ok()
+            .map(|s| s.id)
+    }
+
+    /// The live document `ord`, its fields parsed from its line.
+    pub(crate) fn doc(&self, ord: u32) -> Option<StoredDoc> {
+        if !self.ords.is_live(ord) {
+            return None;
+        }
+        // Checked at open: a live line parses, with string fields.
+        let stored: Stored = serde_json::from_slice(self.line(ord as usize)).ok()?;
+        Some(StoredDoc {
+            ord,
+            id: stored.id,
+            fields: stored.fields,
+            has_vector: self.ords.row(ord as usize).is_some(),
+        })
+    }
+
+    /// The ordinal of the live document with this id.
+    pub(crate) fn ord_of(&self, id: &str) -> Option<u32> {
+        let id_at = |ord: usize| Ok(self.id(ord as u32).map(Cow::into_owned));
+        self.ords.find(id, id_at).ok().flatten()
+    }
+}
+
+impl Records for DocTable {
+    fn ords(&self) -> &Ordinals {
+        &self.ords
+    }
+    fn ords_mut(&mut self) -> &mut Ordinals {
+        &mut self.ords
+    }
+    fn id_at(&self, ord: usize) -> Result<Option<String>> {
+        Ok(self.id(ord as u32).map(Cow::into_owned))
+    }
+    fn add_part(&mut self, part: LoadedPart) -> Result<()> {
+        self.parts.push(MappedPart {
+            map: part.map,
+            start: part.start,
+            first_ord: part.first_ord,
+        });
+        Ok(())
+    }
+}
 
 /// A committed part of the docs file, as the writer reads it back.
 #[derive(Debug)]
@@ -230,11 +527,11 @@ struct Part {
 }
 
 /// The writer's document table. An index writer lives as long as an archive is indexed, so
-/// what it holds per document matters more than for a reader. Committed records stay on disk,
-/// in the docs file's parts, and are read back when asked for (a positioned read of one line
-/// to confirm an id, a sequential read for a walk over all); the writer keeps per document an
-/// offset, its row, a deletion flag and a hash of its id (about 40 bytes). Records added since
-/// the last commit are kept as the lines that will be written.
+/// what it holds per document matters. Committed records stay on disk, in the docs file's
+/// parts, and are read back when asked for (a positioned read of one line to confirm an id, a
+/// sequential read for a walk over all), so that the files are not mapped into the writer's
+/// memory; it keeps the [`Ordinals`] (about 40 bytes per document). Records added since the
+/// last commit are kept as the lines that will be written.
 #[derive(Debug)]
 pub(crate) struct WriterDocs {
     dir: PathBuf,
@@ -243,38 +540,14 @@ pub(crate) struct WriterDocs {
     committed_len: u64,
     committed: usize,
     /// Lines of the records added since the last commit; they start at `committed_len` in the
-    /// offsets of `starts`.
+    /// offsets of the ordinals.
     pending: Vec<u8>,
-    /// Where each ordinal's line starts, in the parts and then `pending` read back to back;
-    /// it ends where the next starts.
-    starts: Vec<u64>,
-    /// Each ordinal's vector row, or [`NO_ROW`].
-    rows: Vec<u32>,
-    deleted: Vec<bool>,
-    deleted_count: usize,
+    pub ords: Ordinals,
     /// The lowest committed ordinal whose line changed since the last commit (a deletion, or
     /// new rows after compaction): its part and those after it are rewritten.
     changed_from: Option<usize>,
-    /// Rows were renumbered: lines are written with the rows of `rows`.
+    /// Rows were renumbered: lines are written with the rows of the ordinals.
     renumbered: bool,
-    /// A 64-bit hash of each live id -> its ordinal; an id whose hash another live id holds
-    /// goes to `collisions` instead.
-    by_hash: HashMap<u64, u32>,
-    collisions: HashMap<String, u32>,
-    /// [`id_hash`]; another function in tests, to force collisions.
-    hash: fn(&str) -> u64,
-    /// Vector row -> document ordinal.
-    pub row_to_ord: Vec<u32>,
-}
-
-fn id_hash(id: &str) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    // Fixed keys: the same id hashes alike in every run (the table is rebuilt at open anyway).
-    let mut h =
-        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-            .build_hasher();
-    h.write(id.as_bytes());
-    h.finish()
 }
 
 /// Reads `buf.len()` bytes of `file` at `offset`, without moving a shared cursor.
@@ -333,53 +606,25 @@ impl WriterDocs {
             committed_len: 0,
             committed: 0,
             pending: Vec::new(),
-            starts: Vec::new(),
-            rows: Vec::new(),
-            deleted: Vec::new(),
-            deleted_count: 0,
+            ords: Ordinals::default(),
             changed_from: None,
             renumbered: false,
-            by_hash: HashMap::new(),
-            collisions: HashMap::new(),
-            hash: id_hash,
-            row_to_ord: Vec::new(),
         }
     }
 
-    /// Reads and checks the docs parts named by `manifest`, as [`DocTable::load`] does,
-    /// keeping of each record what the writer needs.
+    /// Reads and checks the docs parts named by `manifest`, as [`DocTable::load`] does.
     pub(crate) fn load(dir: &Path, manifest: &Manifest) -> Result<WriterDocs> {
         let mut docs = WriterDocs::new(dir);
         load_into(dir, manifest, &mut docs)?;
-        docs.committed = docs.len();
         Ok(docs)
     }
 
     /// Number of records, tombstones included (the next ordinal).
     pub(crate) fn len(&self) -> usize {
-        self.starts.len()
+        self.ords.len()
     }
 
-    /// Number of live documents.
-    pub(crate) fn live(&self) -> usize {
-        self.len() - self.deleted_count
-    }
-
-    /// Number of tombstones.
-    pub(crate) fn deleted(&self) -> usize {
-        self.deleted_count
-    }
-
-    pub(crate) fn is_live(&self, ord: u32) -> bool {
-        self.deleted.get(ord as usize).is_some_and(|d| !d)
-    }
-
-    /// The vector row of `ord`, if it has one.
-    pub(crate) fn row(&self, ord: usize) -> Option<u32> {
-        self.rows.get(ord).copied().filter(|&r| r != NO_ROW)
-    }
-
-    /// The end of everything, committed and pending, in the offsets of `starts`.
+    /// The end of everything, committed and pending, in the offsets of the ordinals.
     fn end(&self) -> u64 {
         self.committed_len + self.pending.len() as u64
     }
@@ -389,14 +634,11 @@ impl WriterDocs {
         self.parts.partition_point(|p| p.first_ord <= ord) - 1
     }
 
-    /// Where the line of `ord` starts and ends, in the offsets of `starts`.
+    /// Where the line of `ord` starts and ends, in the offsets of the ordinals.
     fn span(&self, ord: usize) -> (u64, u64) {
-        let start = self.starts[ord];
-        let mut end = self
-            .starts
-            .get(ord + 1)
-            .copied()
-            .unwrap_or_else(|| self.end());
+        let starts = &self.ords.starts;
+        let start = starts[ord];
+        let mut end = starts.get(ord + 1).copied().unwrap_or_else(|| self.end());
         if start < self.committed_len {
             // Blank lines a part may start with belong to no record of the part before.
             let part = &self.parts[self.part_of(ord)];
@@ -412,22 +654,21 @@ impl WriterDocs {
     }
 
     /// The line of `ord` (a record added or read back, so `ord < len`).
-    fn line(&self, ord: usize) -> Result<std::borrow::Cow<'_, [u8]>> {
+    fn line(&self, ord: usize) -> Result<Cow<'_, [u8]>> {
         let (start, end) = self.span(ord);
         if start >= self.committed_len {
             return Ok(self.pending_slice(start, end).into());
         }
         let part = &self.parts[self.part_of(ord)];
         let mut buf = vec![0u8; (end - start) as usize];
-        let path = || self.dir.join(&part.entry.name);
         read_exact_at(&part.file, &mut buf, start - part.start)
-            .map_err(|e| IndexError::io(path())(e))?;
+            .map_err(IndexError::io(self.dir.join(&part.entry.name)))?;
         Ok(buf.into())
     }
 
     /// The id of the live document `ord`.
     fn id_of(&self, ord: usize) -> Result<Option<String>> {
-        if !self.is_live(ord as u32) {
+        if !self.ords.is_live(ord as u32) {
             return Ok(None);
         }
         let line = self.line(ord)?;
@@ -448,17 +689,12 @@ impl WriterDocs {
 
     /// The ordinal of the live document with this id.
     pub(crate) fn ord_of(&self, id: &str) -> Result<Option<u32>> {
-        if let Some(&ord) = self.by_hash.get(&(self.hash)(id)) {
-            if self.id_of(ord as usize)?.is_some_and(|found| found == id) {
-                return Ok(Some(ord));
-            }
-        }
-        Ok(self.collisions.get(id).copied())
+        self.ords.find(id, |ord| self.id_of(ord))
     }
 
     /// The live document `ord`.
     pub(crate) fn record(&self, ord: usize) -> Result<Option<StoredDoc>> {
-        if !self.is_live(ord as u32) {
+        if !self.ords.is_live(ord as u32) {
             return Ok(None);
         }
         let line = self.line(ord)?;
@@ -471,46 +707,25 @@ impl WriterDocs {
             ord: ord as u32,
             id: stored.id,
             fields: stored.fields,
+            has_vector: self.ords.row(ord).is_some(),
         })
-    }
-
-    /// Appends a record: the new ordinal, its offset, row and id hash.
-    fn index(&mut self, record: &DocRecord, start: u64) -> u32 {
-        let ord = self.len() as u32;
-        self.starts.push(start);
-        self.rows.push(record.row.unwrap_or(NO_ROW));
-        if record.row.is_some() {
-            self.row_to_ord.push(ord);
-        }
-        self.deleted.push(record.deleted);
-        if record.deleted {
-            self.deleted_count += 1;
-        } else {
-            match self.by_hash.entry((self.hash)(&record.id)) {
-                std::collections::hash_map::Entry::Occupied(_) => {
-                    self.collisions.insert(record.id.clone(), ord);
-                }
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(ord);
-                }
-            }
-        }
-        ord
     }
 
     /// Appends a new record; the caller has checked the id is new and assigned `row` in order.
     pub(crate) fn push(&mut self, record: DocRecord) -> Result<u32> {
         let start = self.end();
         let mark = self.pending.len();
-        serde_json::to_writer(&mut self.pending, &record).map_err(|e| {
+        if let Err(e) = serde_json::to_writer(&mut self.pending, &record) {
             self.pending.truncate(mark);
-            IndexError::InvalidDocument {
-                id: record.id.clone(),
+            return Err(IndexError::InvalidDocument {
+                id: record.id,
                 reason: format!("cannot serialise its fields: {e}"),
-            }
-        })?;
+            });
+        }
         self.pending.push(b'\n');
-        Ok(self.index(&record, start))
+        Ok(self
+            .ords
+            .push(&record.id, record.row, record.deleted, start))
     }
 
     /// Turns the live document `ord` into a tombstone; returns false if it was not live.
@@ -518,15 +733,8 @@ impl WriterDocs {
         let Some(id) = self.id_of(ord as usize)? else {
             return Ok(false);
         };
-        let hash = (self.hash)(&id);
-        if self.by_hash.get(&hash) == Some(&ord) {
-            self.by_hash.remove(&hash);
-        } else {
-            self.collisions.remove(&id);
-        }
+        self.ords.remove(&id, ord);
         let ord = ord as usize;
-        self.deleted[ord] = true;
-        self.deleted_count += 1;
         if ord < self.committed {
             self.changed_from = Some(self.changed_from.map_or(ord, |c| c.min(ord)));
         }
@@ -534,7 +742,7 @@ impl WriterDocs {
         Ok(true)
     }
 
-    /// Ids and fields of the live documents, in ordinal order, read sequentially.
+    /// The live documents, in ordinal order, read sequentially.
     pub(crate) fn live_records(&self) -> impl Iterator<Item = Result<StoredDoc>> + '_ {
         let mut lines = Lines::new(self, 0);
         (0..self.len()).filter_map(move |ord| {
@@ -542,7 +750,7 @@ impl WriterDocs {
                 Ok(line) => line,
                 Err(e) => return Some(Err(e)),
             };
-            if !self.is_live(ord as u32) {
+            if !self.ords.is_live(ord as u32) {
                 return None;
             }
             Some(self.stored_doc(ord, line))
@@ -552,20 +760,7 @@ impl WriterDocs {
     /// Gives every live document with a row a new row, in ordinal order, and drops the rows of
     /// tombstones (compaction). Returns how many rows were dropped.
     pub(crate) fn renumber_rows(&mut self) -> usize {
-        let mut dropped = 0;
-        self.row_to_ord.clear();
-        for ord in 0..self.rows.len() {
-            if self.rows[ord] == NO_ROW {
-                continue;
-            }
-            if !self.deleted[ord] {
-                self.rows[ord] = self.row_to_ord.len() as u32;
-                self.row_to_ord.push(ord as u32);
-            } else {
-                self.rows[ord] = NO_ROW;
-                dropped += 1;
-            }
-        }
+        let dropped = self.ords.renumber_rows();
         self.renumbered = true;
         if self.committed > 0 {
             self.changed_from = Some(0);
@@ -611,8 +806,8 @@ impl WriterDocs {
                     }
                 };
                 starts.push(at);
-                let row = self.row(ord);
-                let rewritten = if self.deleted[ord] {
+                let row = self.ords.row(ord);
+                let rewritten = if self.ords.deleted[ord] {
                     Some(DocRecord::tombstone(row))
                 } else if self.renumbered {
                     let mut record: DocRecord = match serde_json::from_slice(line) {
@@ -662,7 +857,7 @@ impl WriterDocs {
         self.parts.truncate(staged.keep);
         if let Some((entry, first_ord, file)) = staged.part {
             let start = self.parts.last().map_or(0, |p| p.start + p.entry.len);
-            for (slot, at) in self.starts[first_ord..].iter_mut().zip(&staged.starts) {
+            for (slot, at) in self.ords.starts[first_ord..].iter_mut().zip(&staged.starts) {
                 *slot = start + at;
             }
             self.parts.push(Part {
@@ -678,39 +873,30 @@ impl WriterDocs {
         self.changed_from = None;
         self.renumbered = false;
     }
-
-    fn open_part(&mut self, entry: FileEntry, start: u64, first_ord: usize) -> Result<()> {
-        let path = self.dir.join(&entry.name);
-        let file = File::open(&path).map_err(IndexError::io(&path))?;
-        self.parts.push(Part {
-            entry,
-            file,
-            start,
-            first_ord,
-        });
-        Ok(())
-    }
 }
 
 impl Records for WriterDocs {
-    fn contains_live(&self, id: &str) -> bool {
-        // Lines read back at load are checked by the load itself; a read error here would
-        // surface again at the CRC check of the part.
-        self.ord_of(id).ok().flatten().is_some()
+    fn ords(&self) -> &Ordinals {
+        &self.ords
     }
-    fn push_record(&mut self, record: DocRecord, start: u64) -> Result<()> {
-        self.index(&record, start);
-        Ok(())
+    fn ords_mut(&mut self) -> &mut Ordinals {
+        &mut self.ords
     }
-    fn end_part(&mut self, _dir: &Path, entry: &FileEntry) -> Result<()> {
-        // `committed` and `committed_len` count the parts read before this one.
-        self.open_part(entry.clone(), self.committed_len, self.committed)?;
-        self.committed_len += entry.len;
+    fn id_at(&self, ord: usize) -> Result<Option<String>> {
+        self.id_of(ord)
+    }
+    fn add_part(&mut self, part: LoadedPart) -> Result<()> {
+        // The map served the load; records are read back with positioned reads.
+        drop(part.map);
+        self.parts.push(Part {
+            entry: part.entry,
+            file: part.file,
+            start: part.start,
+            first_ord: part.first_ord,
+        });
+        self.committed_len = part.start + self.parts.last().map_or(0, |p| p.entry.len);
         self.committed = self.len();
         Ok(())
-    }
-    fn counts(&self) -> (usize, usize, usize) {
-        (self.len(), self.deleted_count, self.row_to_ord.len())
     }
 }
 
@@ -811,8 +997,8 @@ mod tests {
         manifest.files.docs = None;
         manifest.files.docs_parts = staged.files(&current);
         manifest.doc_count = docs.len() as u64;
-        manifest.deleted_count = docs.deleted() as u64;
-        manifest.vector_count = docs.row_to_ord.len() as u64;
+        manifest.deleted_count = docs.ords.deleted() as u64;
+        manifest.vector_count = docs.ords.row_to_ord().len() as u64;
         docs.committed(staged);
     }
 
@@ -843,13 +1029,21 @@ mod tests {
         assert_eq!(docs.ord_of("absent").unwrap(), None);
         // A reader and a reopened writer see the same records.
         let table = DocTable::load(dir, manifest).unwrap();
-        assert_eq!(table.records.len(), expected.len());
+        assert_eq!(table.ords.len(), expected.len());
         for (ord, r) in expected.iter().enumerate() {
+            let o = ord as u32;
             match r {
-                Some(r) => assert_eq!(&table.records[ord], r),
-                None => assert!(table.records[ord].deleted),
+                Some(r) => {
+                    let doc = table.doc(o).unwrap();
+                    assert_eq!((&doc.id, &doc.fields), (&r.id, &r.fields));
+                    assert_eq!(table.ords.row(ord), r.row);
+                    assert_eq!(table.ord_of(&r.id), Some(o));
+                    assert_eq!(table.id(o).as_deref(), Some(r.id.as_str()));
+                }
+                None => assert!(table.doc(o).is_none() && !table.ords.is_live(o)),
             }
         }
+        assert_eq!(table.ord_of("absent"), None);
         let reopened = WriterDocs::load(dir, manifest).unwrap();
         let rewalked: Vec<_> = reopened
             .live_records()
@@ -868,10 +1062,8 @@ mod tests {
     /// writer's agree with a plain list after every commit, and the parts stay few.
     fn commits_deletions_and_renumbering(hash: fn(&str) -> u64) {
         let dir = tempfile::tempdir().unwrap();
-        let mut docs = WriterDocs {
-            hash,
-            ..WriterDocs::new(dir.path())
-        };
+        let mut docs = WriterDocs::new(dir.path());
+        docs.ords.hash = hash;
         let mut manifest = empty_manifest();
         let mut expected: Vec<Option<DocRecord>> = Vec::new();
         let mut rows = 0u32;
@@ -940,11 +1132,10 @@ mod tests {
         assert_eq!(manifest.files.docs_parts.len(), 1);
         check(&docs, dir.path(), &manifest, &expected);
         let table = DocTable::load(dir.path(), &manifest).unwrap();
-        assert!(table
-            .records
-            .iter()
-            .filter(|r| r.deleted)
-            .all(|r| r.row.is_none()));
+        // Tombstones keep no row after compaction.
+        assert!((0..table.ords.len())
+            .filter(|&ord| !table.ords.is_live(ord as u32))
+            .all(|ord| table.ords.row(ord).is_none()));
     }
 
     #[test]
@@ -986,5 +1177,76 @@ mod tests {
             Some(record("d", None, "d.png")),
         ];
         check(&docs, dir.path(), &manifest, &expected);
+    }
+
+    /// Parts written by hand, with their entries.
+    fn parts_manifest(dir: &Path, parts: &[&str], docs: u64, deleted: u64, rows: u64) -> Manifest {
+        let mut manifest = empty_manifest();
+        for (k, text) in parts.iter().enumerate() {
+            let name = format!("docs-{}.jsonl", k + 1);
+            std::fs::write(dir.join(&name), text).unwrap();
+            manifest.files.docs_parts.push(FileEntry {
+                name,
+                len: text.len() as u64,
+                crc32: crc32fast::hash(text.as_bytes()),
+            });
+        }
+        manifest.doc_count = docs;
+        manifest.deleted_count = deleted;
+        manifest.vector_count = rows;
+        manifest
+    }
+
+    #[test]
+    fn damaged_records_are_refused_at_open_by_readers_and_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&[&str], u64, u64, &str); 5] = [
+            (
+                &["{\"id\":\"a\",\"fields\":{\"age\":42}}\n"],
+                1,
+                0,
+                "line 1",
+            ),
+            (
+                &["{\"id\":\"a\"}\n{\"id\":\"a\"}\n"],
+                2,
+                0,
+                "duplicate id `a`",
+            ),
+            (
+                &["{\"id\":\"a\"}\n", "{\"id\":\"a\"}\n"],
+                2,
+                0,
+                "duplicate id `a`",
+            ),
+            (
+                &["{\"id\":\"\",\"deleted\":true,\"fields\":{\"k\":\"v\"}}\n"],
+                1,
+                1,
+                "tombstone",
+            ),
+            (&["{\"id\":\"a\",\"row\":1}\n"], 1, 0, "out of order"),
+        ];
+        for (parts, docs, deleted, expected) in cases {
+            let rows = u64::from(parts.iter().any(|p| p.contains("row")));
+            let manifest = parts_manifest(dir.path(), parts, docs, deleted, rows);
+            for err in [
+                DocTable::load(dir.path(), &manifest).unwrap_err(),
+                WriterDocs::load(dir.path(), &manifest).unwrap_err(),
+            ] {
+                assert!(matches!(err, IndexError::Corrupt { .. }), "{err}");
+                assert!(err.to_string().contains(expected), "{parts:?}: {err}");
+            }
+        }
+        // Escaped ids and fields are read back as written, across parts.
+        let parts = [
+            "{\"id\":\"a\\\"b\",\"fields\":{\"k\":\"\\u00e9\"}}\n",
+            "{\"id\":\"c\"}\n",
+        ];
+        let manifest = parts_manifest(dir.path(), &parts, 2, 0, 0);
+        let table = DocTable::load(dir.path(), &manifest).unwrap();
+        assert_eq!(table.ord_of("a\"b"), Some(0));
+        assert_eq!(table.doc(0).unwrap().fields["k"], "\u{e9}");
+        assert_eq!(table.ord_of("c"), Some(1));
     }
 }

@@ -95,6 +95,7 @@ mod vectors;
 mod writer;
 
 pub use check::{check, CheckItem, CheckReport};
+pub use docs::StoredDoc;
 pub use error::{IndexError, Result};
 pub use graph::{HnswParams, SearchOptions};
 pub use layout::{ERRORS as ERRORS_FILE, MANIFEST as MANIFEST_FILE};
@@ -102,12 +103,11 @@ pub use manifest::{
     DataFiles, FileEntry, HnswFiles, IndexSpec, Manifest, SegmentFiles, DEFAULT_SEGMENT_ROWS,
     FORMAT_VERSION, OLDEST_READABLE_FORMAT_VERSION,
 };
-pub use reader::{DocRef, Hit, Index};
+pub use reader::{Hit, Index};
 pub use text::{Bm25Params, TextField};
 pub use vectors::{VectorPlacement, VectorStorage};
 pub use writer::{
     read_failures, CommitInfo, CompactInfo, CreateOptions, Document, Failure, IndexWriter,
-    StoredDoc,
 };
 
 #[cfg(test)]

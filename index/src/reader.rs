@@ -8,10 +8,9 @@
 //! we just read about; open then retries with the new manifest.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::docs::DocTable;
+use crate::docs::{DocTable, StoredDoc};
 use crate::error::{IndexError, Result};
 use crate::flat::FlatGraph;
 use crate::graph::{dump_entry_point, SearchOptions};
@@ -30,19 +29,6 @@ pub struct Hit {
     pub ord: u32,
     /// Cosine similarity for vector search, BM25 score for text search.
     pub score: f32,
-}
-
-/// A stored document, borrowed from the index.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct DocRef<'a> {
-    /// Ordinal (position in the index).
-    pub ord: u32,
-    /// The document id.
-    pub id: &'a str,
-    /// Stored metadata and report sections.
-    pub fields: &'a BTreeMap<String, String>,
-    /// Whether the document has an image vector.
-    pub has_vector: bool,
 }
 
 /// One vector segment as readers search it: its rows and its graph.
@@ -130,7 +116,7 @@ impl Index {
                 None => {
                     let loaded = load_graph(dir, hnsw, rows, dim)?;
                     let path = dir.join(&hnsw.graph.name);
-                    let row_of = |ord: usize| docs.records.get(ord).and_then(|r| r.row);
+                    let row_of = |ord: usize| docs.ords.row(ord);
                     flat_words(&loaded, dump_entry_point(&path), &row_of, first_row)
                         .and_then(|words| FlatGraph::from_words(words, rows, rows))
                         .map_err(|e| IndexError::corrupt(path, e))?
@@ -169,28 +155,23 @@ impl Index {
 
     /// Number of live documents (deleted ones are not counted).
     pub fn len(&self) -> usize {
-        self.docs.live()
+        self.docs.ords.live()
     }
 
     /// True when the index holds no live documents.
     pub fn is_empty(&self) -> bool {
-        self.docs.live() == 0
+        self.docs.ords.live() == 0
     }
 
     /// One past the highest ordinal: ordinals of live documents lie in `0..ord_bound()`, with
     /// gaps where documents were deleted. Size per-ordinal tables with it.
     pub fn ord_bound(&self) -> u32 {
-        self.docs.records.len() as u32
+        self.docs.ords.len() as u32
     }
 
-    /// Ids of the live documents, in ordinal order.
-    pub fn ids(&self) -> impl Iterator<Item = (u32, &str)> {
-        self.docs
-            .records
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| !r.deleted)
-            .map(|(ord, r)| (ord as u32, r.id.as_str()))
+    /// Ids of the live documents, in ordinal order (each parsed from its record).
+    pub fn ids(&self) -> impl Iterator<Item = (u32, Cow<'_, str>)> {
+        (0..self.ord_bound()).filter_map(|ord| self.docs.id(ord).map(|id| (ord, id)))
     }
 
     /// Number of documents with a vector.
@@ -204,32 +185,28 @@ impl Index {
     }
 
     /// The stored document with ordinal `ord`; `None` past the end and for deleted documents.
-    pub fn doc(&self, ord: u32) -> Option<DocRef<'_>> {
-        let record = self.docs.records.get(ord as usize)?;
-        if record.deleted {
-            return None;
-        }
-        Some(record).map(|r| DocRef {
-            ord,
-            id: &r.id,
-            fields: &r.fields,
-            has_vector: r.row.is_some(),
-        })
+    /// Its fields are parsed from the record on each call.
+    pub fn doc(&self, ord: u32) -> Option<StoredDoc> {
+        self.docs.doc(ord)
+    }
+
+    /// The id of document `ord` alone, which is cheaper than [`Index::doc`].
+    pub fn id(&self, ord: u32) -> Option<Cow<'_, str>> {
+        self.docs.id(ord)
     }
 
     /// The ordinal of the document with this id.
     pub fn ord_of(&self, id: &str) -> Option<u32> {
-        self.docs.by_id.get(id).copied()
+        self.docs.ord_of(id)
     }
 
     /// The (unit-norm) vector of document `ord`, read from the memory-mapped vector file:
     /// borrowed from the map for f32 storage, widened into a new vector for f16.
     pub fn vector(&self, ord: u32) -> Option<Cow<'_, [f32]>> {
-        let record = self.docs.records.get(ord as usize)?;
-        if record.deleted {
+        if !self.docs.ords.is_live(ord) {
             return None;
         }
-        let row = record.row? as usize;
+        let row = self.docs.ords.row(ord as usize)? as usize;
         let at = self.segments.partition_point(|s| s.first_row <= row);
         let segment = self.segments.get(at.checked_sub(1)?)?;
         segment.vectors.view().row(row - segment.first_row)
@@ -300,8 +277,8 @@ impl Index {
         let ef = self.options.ef_search.max(2 * k);
         // Points of deleted documents stay in the graph until compaction: they still route
         // the walk but are never returned.
-        let live_and_allowed = |ord: u32| self.docs.is_live(ord) && allows(ord);
-        let filter: Option<&dyn Fn(u32) -> bool> = match (allow, self.docs.deleted) {
+        let live_and_allowed = |ord: u32| self.docs.ords.is_live(ord) && allows(ord);
+        let filter: Option<&dyn Fn(u32) -> bool> = match (allow, self.docs.ords.deleted()) {
             (None, 0) => None,
             _ => Some(&live_and_allowed),
         };
@@ -337,12 +314,12 @@ impl Index {
     }
 
     fn exact(&self, q: &[f32], k: usize, filter: impl Fn(u32) -> bool) -> Vec<Hit> {
-        let ords = &self.docs.row_to_ord;
+        let ords = self.docs.ords.row_to_ord();
         let mut hits = Vec::new();
         for segment in &self.segments {
             let ords = &ords[segment.first_row..];
             let found = vectors::top_k_exact(segment.vectors.view(), q, k, |row| {
-                self.docs.is_live(ords[row]) && filter(ords[row])
+                self.docs.ords.is_live(ords[row]) && filter(ords[row])
             });
             hits.extend(found.into_iter().map(|(row, score)| Hit {
                 ord: ords[row],
@@ -375,7 +352,7 @@ impl Index {
         k: usize,
         allow: &dyn Fn(u32) -> bool,
     ) -> Result<Vec<Hit>> {
-        let live_and_allowed = |ord: u32| self.docs.is_live(ord) && allow(ord);
+        let live_and_allowed = |ord: u32| self.docs.ords.is_live(ord) && allow(ord);
         Ok(self
             .text
             .search(field, query, k, self.options.bm25, &live_and_allowed)?
@@ -388,7 +365,7 @@ impl Index {
     /// in search), ascending: for excluding documents that assert a finding the query denies.
     pub fn text_matches(&self, field: TextField, query: &str) -> Result<Vec<u32>> {
         let mut ords = self.text.matching(field, query)?;
-        ords.retain(|&ord| self.docs.is_live(ord));
+        ords.retain(|&ord| self.docs.ords.is_live(ord));
         Ok(ords)
     }
 

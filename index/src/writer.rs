@@ -46,7 +46,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::docs::{DocRecord, WriterDocs};
+use crate::docs::{DocRecord, StoredDoc, WriterDocs};
 use crate::error::{IndexError, Result};
 use crate::flat::FlatGraph;
 use crate::fsio;
@@ -74,17 +74,6 @@ pub struct Document {
     /// `text` ([`TextField::Negated`](crate::TextField)); `None` when nothing is denied.
     pub negated_text: Option<String>,
     /// Stored metadata and report sections, returned with results.
-    pub fields: BTreeMap<String, String>,
-}
-
-/// A live document as the writer stored it (committed or not).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredDoc {
-    /// Its ordinal: what [`IndexWriter::add`] returned, and what [`IndexWriter::record`]
-    /// takes. A caller that keeps ordinals instead of ids or fields keeps a few bytes per
-    /// document and reads the rest back when needed.
-    pub ord: u32,
-    pub id: String,
     pub fields: BTreeMap<String, String>,
 }
 
@@ -288,7 +277,7 @@ impl IndexWriter {
         let docs = WriterDocs::load(dir, &manifest)?;
         // Deletions a crash kept from reaching tantivy (see the module documentation); for
         // tombstones tantivy already dropped this is a no-op at the next commit.
-        text.delete_ords((0..docs.len() as u32).filter(|&ord| !docs.is_live(ord)));
+        text.delete_ords((0..docs.len() as u32).filter(|&ord| !docs.ords.is_live(ord)));
         let dim = manifest.spec.dim;
         let active = manifest.active_rows();
         let graph = match (&manifest.files.vectors, &manifest.files.hnsw) {
@@ -341,12 +330,12 @@ impl IndexWriter {
 
     /// Number of live documents, committed or not.
     pub fn len(&self) -> usize {
-        self.docs.live()
+        self.docs.ords.live()
     }
 
     /// True when the index holds no live documents (committed or not).
     pub fn is_empty(&self) -> bool {
-        self.docs.live() == 0
+        self.docs.ords.live() == 0
     }
 
     /// Number of documents added since the last commit.
@@ -460,7 +449,7 @@ impl IndexWriter {
         self.text
             .add(ord, &id, text.as_deref(), negated_text.as_deref())?;
         let row = vector.map(|v| {
-            let row = self.docs.row_to_ord.len();
+            let row = self.docs.ords.row_to_ord().len();
             self.pending_vectors.extend_from_slice(&v);
             self.graph_pending.push((row, ord as usize));
             row as u32
@@ -544,7 +533,7 @@ impl IndexWriter {
         let words = flat_words(
             &self.graph,
             entry,
-            &|ord| self.docs.row(ord),
+            &|ord| self.docs.ords.row(ord),
             self.sealed_rows,
         )
         .map_err(|reason| IndexError::Hnsw {
@@ -627,13 +616,13 @@ impl IndexWriter {
         self.commit()?;
         let bytes_before = self.data_bytes();
         let dead_rows = (0..self.docs.len())
-            .filter(|&ord| !self.docs.is_live(ord as u32) && self.docs.row(ord).is_some())
+            .filter(|&ord| !self.docs.ords.is_live(ord as u32) && self.docs.ords.row(ord).is_some())
             .count();
         if dead_rows == 0 {
             self.text.merge_all()?;
             return Ok(CompactInfo {
                 vectors_removed: 0,
-                vector_count: self.docs.row_to_ord.len(),
+                vector_count: self.docs.ords.row_to_ord().len(),
                 bytes_before,
                 bytes_after: self.data_bytes(),
             });
@@ -651,7 +640,7 @@ impl IndexWriter {
         if let Some(entry) = &self.manifest.files.vectors {
             sources.push((entry.clone(), self.manifest.active_rows()));
         }
-        let old_rows = self.docs.row_to_ord.clone();
+        let old_rows = self.docs.ords.row_to_ord().to_vec();
         let removed = self.docs.renumber_rows();
         // The next generation holds the live rows alone, in new segments.
         self.sealed = Vec::new();
@@ -659,7 +648,7 @@ impl IndexWriter {
         self.sealed_since_commit = 0;
         self.committed_rows = 0;
         self.pending_vectors = Vec::new();
-        let live_rows = self.docs.row_to_ord.len();
+        let live_rows = self.docs.ords.row_to_ord().len();
         let capacity = live_rows.min(self.manifest.segment_rows as usize);
         self.graph = HnswGraph::new(&self.manifest.hnsw, capacity);
         self.graph_pending.clear();
@@ -675,7 +664,7 @@ impl IndexWriter {
                     )
                 })?;
                 old_row += 1;
-                if !self.docs.is_live(ord) {
+                if !self.docs.ords.is_live(ord) {
                     continue;
                 }
                 if self.active_full() {
@@ -733,14 +722,14 @@ impl IndexWriter {
         let dir = self.dir.clone();
         let gen = self.manifest.generation + 1;
         let dim = self.manifest.spec.dim;
-        let vector_count = self.docs.row_to_ord.len();
+        let vector_count = self.docs.ords.row_to_ord().len();
         let active = vector_count - self.sealed_rows;
         debug_assert_eq!(self.active_rows(), active);
         let mut next = self.manifest.clone();
         next.format_version = crate::manifest::FORMAT_VERSION;
         next.generation = gen;
         next.doc_count = self.docs.len() as u64;
-        next.deleted_count = self.docs.deleted() as u64;
+        next.deleted_count = self.docs.ords.deleted() as u64;
         next.vector_count = vector_count as u64;
         let current_docs: Vec<_> = self.manifest.docs_files().cloned().collect();
         let staged_docs = self.docs.write_part(&layout::docs_file(gen))?;

@@ -80,7 +80,7 @@ fn write_commit_reopen_gives_back_the_same_index() {
 
     let ord = index.ord_of("doc-4").unwrap();
     let d = index.doc(ord).unwrap();
-    assert_eq!((d.id, d.has_vector), ("doc-4", true));
+    assert_eq!((d.id.as_str(), d.has_vector), ("doc-4", true));
     assert_eq!(d.fields["source"], "doc-4.dcm");
     assert!(
         !index

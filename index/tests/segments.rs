@@ -80,7 +80,7 @@ fn assert_searchable(index: &Index, docs: &[(String, Vec<f32>)]) {
     for (id, v) in docs {
         let hits = index.search_vector(v, 10).unwrap();
         let top = index.doc(hits[0].ord).unwrap();
-        assert_eq!(top.id, id, "{id} is not its own nearest neighbour");
+        assert_eq!(&top.id, id, "{id} is not its own nearest neighbour");
         let stored = index.vector(hits[0].ord).unwrap();
         assert!(stored.iter().zip(v).all(|(a, b)| (a - b).abs() < 1e-6));
         let exact = index.search_vector_exact(v, 10).unwrap();
@@ -165,7 +165,7 @@ fn deletion_and_compaction_work_across_segments() {
         assert_searchable(&index, &live);
         for (id, v) in &deleted {
             let hits = index.search_vector(v, 5).unwrap();
-            assert!(hits.iter().all(|h| index.doc(h.ord).unwrap().id != id));
+            assert!(hits.iter().all(|h| index.doc(h.ord).unwrap().id != *id));
         }
     }
 

@@ -217,7 +217,7 @@ impl<'a> Searcher<'a> {
         let mut count = 0;
         for (ord, slot) in keep.iter_mut().enumerate() {
             if let Some(doc) = self.index.doc(ord as u32) {
-                if filter.matches(doc.fields) {
+                if filter.matches(&doc.fields) {
                     *slot = true;
                     count += 1;
                 }
@@ -265,17 +265,17 @@ impl<'a> Searcher<'a> {
                 match self
                     .index
                     .doc(h.ord)
-                    .and_then(|d| d.fields.get("study_uid"))
+                    .and_then(|mut d| d.fields.remove("study_uid"))
                 {
-                    Some(study) => studies.insert(study.clone()),
+                    Some(study) => studies.insert(study),
                     None => true,
                 }
             });
         }
         hits.truncate(opts.k);
         for h in &mut hits {
-            if let Some(doc) = self.index.doc(h.ord) {
-                h.id = doc.id.to_string();
+            if let Some(id) = self.index.id(h.ord) {
+                h.id = id.into_owned();
             }
         }
         hits

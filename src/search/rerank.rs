@@ -59,8 +59,11 @@ pub fn rerank(
     let mut report_only = 0usize;
     let mut candidates: Vec<(usize, String, String)> = Vec::new(); // (position, id, rel path)
     for (k, hit) in hits[..n].iter().enumerate() {
-        match index.doc(hit.ord).and_then(|d| d.fields.get(PATH_FIELD)) {
-            Some(rel) => candidates.push((k, hit.id.clone(), rel.clone())),
+        match index
+            .doc(hit.ord)
+            .and_then(|mut d| d.fields.remove(PATH_FIELD))
+        {
+            Some(rel) => candidates.push((k, hit.id.clone(), rel)),
             None => report_only += 1,
         }
     }
