@@ -7,7 +7,8 @@
 //! field, and the fingerprint of `--model`, so that the real query path works on it. Then:
 //! `Index::open` (median of several, page cache warm), and per query text (the dev queries of
 //! `../shared/bench`), p50 and p99 of: the full text query (`Searcher::search_text`: embed the
-//! query, HNSW search, BM25, fusion), and its parts (embedding, BM25 alone, vector alone).
+//! query, HNSW search, BM25, fusion), and its parts (embedding, BM25 alone, vector alone), and
+//! the full text query with a filter that keeps half the documents (`view=PA`).
 //!
 //! With `--images DIR`, each document also gets a `path` field naming one of DIR's images (in
 //! turn), as `cxr index` stores it, and the text query is measured again with the second stage
@@ -288,7 +289,14 @@ fn main() -> Result<()> {
     for q in &queries {
         std::hint::black_box(searcher.search_text(q, &opts)?);
     }
+    // A filter keeping half the documents (`view=PA`): every query reads the filtered field
+    // of every document to build its allow-list, then searches inside it.
+    let filtered = SearchOptions {
+        filter: search::Filter::parse(&["view=PA"])?,
+        ..SearchOptions::top(10)
+    };
     let (mut full, mut embed, mut bm25, mut vector) = (vec![], vec![], vec![], vec![]);
+    let mut with_filter = vec![];
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     for _ in 0..args.rounds {
         for (q, e) in queries.iter().zip(&embeddings) {
@@ -304,12 +312,16 @@ fn main() -> Result<()> {
             let t = Instant::now();
             std::hint::black_box(index.search_vector(e, depth)?);
             vector.push(ms(t));
+            let t = Instant::now();
+            std::hint::black_box(searcher.search_text(q, &filtered)?);
+            with_filter.push(ms(t));
         }
     }
     percentiles("text_query", args.n, full);
     percentiles("embed_query", args.n, embed);
     percentiles("bm25", args.n, bm25);
     percentiles("vector", args.n, vector);
+    percentiles("text_query_filtered", args.n, with_filter);
     if let Some(images) = &args.images {
         rerank_latency(&args, &index, &searcher, &model, &queries, images)?;
     }

@@ -25,7 +25,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IndexError, Result};
@@ -130,6 +130,89 @@ impl<'de> Deserialize<'de> for AnyStr {
             }
         }
         deserializer.deserialize_str(Str)
+    }
+}
+
+/// Which of the names a JSON string (a key) is, without keeping it.
+struct KeyIn<'a>(&'a [&'a str]);
+
+impl<'de> DeserializeSeed<'de> for KeyIn<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeyIn<'_> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|n| *n == v))
+    }
+}
+
+/// The entries of a `fields` object whose keys are among the names; the others are skipped
+/// without being built.
+struct NamedFields<'a>(&'a [&'a str]);
+
+impl<'de> DeserializeSeed<'de> for NamedFields<'_> {
+    type Value = BTreeMap<String, String>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NamedFields<'_> {
+    type Value = BTreeMap<String, String>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object of strings")
+    }
+    fn visit_map<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut out = BTreeMap::new();
+        while let Some(key) = map.next_key_seed(KeyIn(self.0))? {
+            match key {
+                Some(k) => {
+                    out.insert(self.0[k].to_string(), map.next_value::<String>()?);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A record's line, keeping of its fields those named.
+struct RecordFields<'a>(&'a [&'a str]);
+
+impl<'de> Visitor<'de> for RecordFields<'_> {
+    type Value = BTreeMap<String, String>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a document record")
+    }
+    fn visit_map<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut out = BTreeMap::new();
+        while let Some(key) = map.next_key_seed(KeyIn(&["fields"]))? {
+            match key {
+                Some(_) => out = map.next_value_seed(NamedFields(self.0))?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -485,6 +568,15 @@ impl DocTable {
             fields: stored.fields,
             has_vector: self.ords.row(ord as usize).is_some(),
         })
+    }
+
+    /// The fields named in `names` of the live document `ord` (those it has).
+    pub(crate) fn fields(&self, ord: u32, names: &[&str]) -> Option<BTreeMap<String, String>> {
+        if !self.ords.is_live(ord) {
+            return None;
+        }
+        let mut de = serde_json::Deserializer::from_slice(self.line(ord as usize));
+        de.deserialize_map(RecordFields(names)).ok()
     }
 
     /// The ordinal of the live document with this id.
@@ -1247,6 +1339,12 @@ mod tests {
         let table = DocTable::load(dir.path(), &manifest).unwrap();
         assert_eq!(table.ord_of("a\"b"), Some(0));
         assert_eq!(table.doc(0).unwrap().fields["k"], "\u{e9}");
+        let some = table.fields(0, &["k", "absent"]).unwrap();
+        assert_eq!(
+            some.into_iter().collect::<Vec<_>>(),
+            [("k".into(), "\u{e9}".into())]
+        );
+        assert!(table.fields(1, &["k"]).unwrap().is_empty());
         assert_eq!(table.ord_of("c"), Some(1));
     }
 }

@@ -82,6 +82,7 @@
 //! and names what is wrong.
 
 mod check;
+mod columns;
 mod docs;
 mod error;
 mod flat;
@@ -95,6 +96,7 @@ mod vectors;
 mod writer;
 
 pub use check::{check, CheckItem, CheckReport};
+pub use columns::FieldColumn;
 pub use docs::StoredDoc;
 pub use error::{IndexError, Result};
 pub use graph::{HnswParams, SearchOptions};

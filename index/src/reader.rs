@@ -8,8 +8,11 @@
 //! we just read about; open then retries with the new manifest.
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use crate::columns::{self, FieldColumn};
 use crate::docs::{DocTable, StoredDoc};
 use crate::error::{IndexError, Result};
 use crate::flat::FlatGraph;
@@ -43,6 +46,8 @@ struct Segment {
 /// A committed index, opened read-only. Cheap to query from many threads (`Send + Sync`).
 pub struct Index {
     dir: PathBuf,
+    /// Field columns built for filters so far (see [`Index::columns`]).
+    columns: Mutex<HashMap<String, Arc<FieldColumn>>>,
     manifest: Manifest,
     docs: DocTable,
     /// Sealed segments, then the active one, in row order.
@@ -135,6 +140,7 @@ impl Index {
         )?;
         Ok(Index {
             dir: dir.to_path_buf(),
+            columns: Mutex::default(),
             manifest,
             docs,
             segments,
@@ -188,6 +194,40 @@ impl Index {
     /// Its fields are parsed from the record on each call.
     pub fn doc(&self, ord: u32) -> Option<StoredDoc> {
         self.docs.doc(ord)
+    }
+
+    /// The fields of document `ord` named in `names` (those it has): cheaper than
+    /// [`Index::doc`] when a filter or a grouping reads a few fields of many documents, as
+    /// the others are skipped without being built. `None` for a deleted document.
+    pub fn fields(&self, ord: u32, names: &[&str]) -> Option<BTreeMap<String, String>> {
+        self.docs.fields(ord, names)
+    }
+
+    /// The columns of the stored fields `names` (see [`FieldColumn`]), in that order: built
+    /// in one pass over the documents the first time a field is asked for, then kept for
+    /// the life of this `Index`.
+    pub fn columns(&self, names: &[&str]) -> Vec<Arc<FieldColumn>> {
+        let mut cache = self
+            .columns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let missing: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !cache.contains_key(*n))
+            .collect();
+        if !missing.is_empty() {
+            let built = columns::build(&missing, self.ord_bound(), |ord, names| {
+                self.docs.fields(ord, names)
+            });
+            for (name, column) in missing.iter().zip(built) {
+                cache.insert(name.to_string(), Arc::new(column));
+            }
+        }
+        names
+            .iter()
+            .map(|n| cache.get(*n).cloned().unwrap_or_default())
+            .collect()
     }
 
     /// The id of document `ord` alone, which is cheaper than [`Index::doc`].

@@ -974,3 +974,40 @@ fn asserted_and_denied_text_are_searched_apart() {
         .unwrap()
         .is_empty());
 }
+
+/// Columns give each live document's value of a field, each distinct value once, and
+/// nothing for deleted documents or those without the field; a column asked for again is
+/// the one kept.
+#[test]
+fn field_columns_give_each_documents_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = IndexWriter::create(dir.path(), spec(DIM)).unwrap();
+    let views = [Some("PA"), Some("AP"), None, Some("PA"), Some("LL")];
+    for (i, view) in views.iter().enumerate() {
+        let mut d = doc(&format!("d{i}"), None, None);
+        if let Some(v) = view {
+            d.fields.insert("view".into(), v.to_string());
+        }
+        writer.add(d).unwrap();
+    }
+    writer.commit().unwrap();
+    assert!(writer.delete("d4").unwrap());
+    writer.commit().unwrap();
+    let index = Index::open(dir.path()).unwrap();
+    let columns = index.columns(&["view", "source", "absent"]);
+    let value = |k: usize, ord: u32| {
+        columns[k]
+            .value_of(ord)
+            .map(|v| columns[k].values()[v].as_str())
+    };
+    let views: Vec<_> = (0..6).map(|ord| value(0, ord)).collect();
+    assert_eq!(
+        views,
+        [Some("PA"), Some("AP"), None, Some("PA"), None, None]
+    );
+    assert_eq!(columns[0].values(), ["PA", "AP"]);
+    assert_eq!(value(1, 3), Some("d3.dcm"));
+    assert!(columns[2].values().is_empty() && value(2, 0).is_none());
+    let again = index.columns(&["view"]);
+    assert!(std::sync::Arc::ptr_eq(&again[0], &columns[0]));
+}

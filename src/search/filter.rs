@@ -139,29 +139,45 @@ impl Filter {
         self.conditions.is_empty()
     }
 
+    /// The fields its conditions read, which is all [`Filter::matches`] needs of a document.
+    pub fn field_names(&self) -> Vec<&str> {
+        self.conditions.iter().map(|(f, _)| f.as_str()).collect()
+    }
+
     /// Whether a document with these stored fields passes every condition.
     pub fn matches(&self, fields: &BTreeMap<String, String>) -> bool {
-        self.conditions.iter().all(|(field, condition)| {
-            let Some(value) = fields.get(field) else {
-                return false;
-            };
-            match condition {
-                Condition::Equals(any) => {
-                    let v = value.trim().to_ascii_uppercase();
-                    any.contains(&v)
-                }
-                Condition::Number(lo, hi) => match value.trim().parse::<f64>() {
-                    Ok(v) => lo.is_none_or(|lo| v >= lo) && hi.is_none_or(|hi| v <= hi),
-                    Err(_) => false,
-                },
-                Condition::Date(lo, hi) => {
-                    let v = value.trim();
-                    is_iso_date(v)
-                        && lo.as_deref().is_none_or(|lo| v >= lo)
-                        && hi.as_deref().is_none_or(|hi| v <= hi)
-                }
+        self.conditions
+            .iter()
+            .all(|(field, condition)| fields.get(field).is_some_and(|v| condition.holds(v)))
+    }
+
+    /// Per condition (in the order of [`Filter::field_names`]), whether each of `values[k]`
+    /// (the values its field takes) passes it: a condition is evaluated once per distinct
+    /// value of a column, not once per document.
+    pub fn passing(&self, values: &[&[String]]) -> Vec<Vec<bool>> {
+        self.conditions
+            .iter()
+            .zip(values)
+            .map(|((_, condition), vs)| vs.iter().map(|v| condition.holds(v)).collect())
+            .collect()
+    }
+}
+
+impl Condition {
+    fn holds(&self, value: &str) -> bool {
+        match self {
+            Condition::Equals(any) => any.contains(&value.trim().to_ascii_uppercase()),
+            Condition::Number(lo, hi) => match value.trim().parse::<f64>() {
+                Ok(v) => lo.is_none_or(|lo| v >= lo) && hi.is_none_or(|hi| v <= hi),
+                Err(_) => false,
+            },
+            Condition::Date(lo, hi) => {
+                let v = value.trim();
+                is_iso_date(v)
+                    && lo.as_deref().is_none_or(|lo| v >= lo)
+                    && hi.as_deref().is_none_or(|hi| v <= hi)
             }
-        })
+        }
     }
 }
 
@@ -235,5 +251,39 @@ mod tests {
         assert!(e.to_string().contains("`old` is not a number"), "{e}");
         let e = Filter::parse(&["date=2019"]).unwrap_err();
         assert!(e.to_string().contains("YYYY-MM-DD"), "{e}");
+    }
+
+    /// Evaluating conditions per distinct value of a column agrees with evaluating them per
+    /// document.
+    #[test]
+    fn passing_agrees_with_matches() {
+        let f = Filter::parse(&["view=pa", "age=40..60", "date=..2019-12-31"]).unwrap();
+        let docs = [
+            doc(&[("view", "PA"), ("age", "45"), ("date", "2019-03-01")]),
+            doc(&[("view", "AP"), ("age", "45"), ("date", "2019-03-01")]),
+            doc(&[("view", "pa"), ("age", "61"), ("date", "2019-03-01")]),
+            doc(&[("view", "PA"), ("age", "40"), ("date", "2020-01-01")]),
+            doc(&[("view", "PA"), ("date", "2019-03-01")]),
+        ];
+        let names = f.field_names();
+        let columns: Vec<Vec<String>> = names
+            .iter()
+            .map(|n| docs.iter().filter_map(|d| d.get(*n).cloned()).collect())
+            .collect();
+        let values: Vec<&[String]> = columns.iter().map(Vec::as_slice).collect();
+        let passing = f.passing(&values);
+        for d in &docs {
+            let by_value = names
+                .iter()
+                .zip(&passing)
+                .zip(&columns)
+                .all(|((n, pass), col)| {
+                    d.get(*n)
+                        .and_then(|v| col.iter().position(|c| c == v))
+                        .is_some_and(|k| pass[k])
+                });
+            assert_eq!(by_value, f.matches(d), "{d:?}");
+        }
+        assert_eq!(docs.iter().filter(|d| f.matches(d)).count(), 1);
     }
 }

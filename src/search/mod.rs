@@ -207,20 +207,26 @@ impl<'a> Searcher<'a> {
         }
     }
 
-    /// The documents a filter keeps, or `None` when there is no filter.
+    /// The documents a filter keeps, or `None` when there is no filter. Reads the filtered
+    /// fields as columns (built at the first filtered query, kept by the index after).
     fn allowed(&self, filter: &Filter) -> Option<Allowed> {
         if filter.is_empty() {
             return None;
         }
-        let n = self.index.ord_bound() as usize;
-        let mut keep = vec![false; n];
+        let columns = self.index.columns(&filter.field_names());
+        let values: Vec<&[String]> = columns.iter().map(|c| c.values()).collect();
+        let passing = filter.passing(&values);
+        let n = self.index.ord_bound();
+        let mut keep = vec![false; n as usize];
         let mut count = 0;
-        for (ord, slot) in keep.iter_mut().enumerate() {
-            if let Some(doc) = self.index.doc(ord as u32) {
-                if filter.matches(&doc.fields) {
-                    *slot = true;
-                    count += 1;
-                }
+        for (ord, slot) in (0..n).zip(keep.iter_mut()) {
+            let kept = columns
+                .iter()
+                .zip(&passing)
+                .all(|(column, pass)| column.value_of(ord).is_some_and(|v| pass[v]));
+            if kept {
+                *slot = true;
+                count += 1;
             }
         }
         Some(Allowed { keep, count })
@@ -264,8 +270,8 @@ impl<'a> Searcher<'a> {
             hits.retain(|h| {
                 match self
                     .index
-                    .doc(h.ord)
-                    .and_then(|mut d| d.fields.remove("study_uid"))
+                    .fields(h.ord, &["study_uid"])
+                    .and_then(|mut f| f.remove("study_uid"))
                 {
                     Some(study) => studies.insert(study),
                     None => true,

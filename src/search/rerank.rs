@@ -60,8 +60,8 @@ pub fn rerank(
     let mut candidates: Vec<(usize, String, String)> = Vec::new(); // (position, id, rel path)
     for (k, hit) in hits[..n].iter().enumerate() {
         match index
-            .doc(hit.ord)
-            .and_then(|mut d| d.fields.remove(PATH_FIELD))
+            .fields(hit.ord, &[PATH_FIELD])
+            .and_then(|mut f| f.remove(PATH_FIELD))
         {
             Some(rel) => candidates.push((k, hit.id.clone(), rel)),
             None => report_only += 1,
