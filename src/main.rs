@@ -631,15 +631,16 @@ fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
 
     let mut files = Vec::new();
     let mut walk_failures = 0usize;
+    let roots: Vec<std::sync::Arc<Path>> = args.inputs.iter().map(|r| r.as_path().into()).collect();
+    let no_root: std::sync::Arc<Path> = Path::new("").into();
     for item in walk::walk(&args.inputs) {
         match item {
             Ok(path) => {
-                let root = args
-                    .inputs
+                let root = roots
                     .iter()
                     .find(|r| path.starts_with(r))
-                    .cloned()
-                    .unwrap_or_default();
+                    .unwrap_or(&no_root)
+                    .clone();
                 files.push((path, root));
             }
             Err((path, reason)) => {

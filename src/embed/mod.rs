@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use cxr_index::{Document, IndexWriter};
@@ -26,9 +26,10 @@ use crate::privacy::IndexPrivacy;
 
 /// One indexing run.
 pub struct IndexJob<'a> {
-    /// Image files, in the order they are indexed, with the root each was found under (used to
-    /// store paths relative to it and to match reports by relative path).
-    pub files: Vec<(PathBuf, PathBuf)>,
+    /// Image files, in the order they are indexed, with the root each was found under, shared
+    /// by the files under it (used to store paths relative to it and to match reports by
+    /// relative path).
+    pub files: Vec<(PathBuf, Arc<Path>)>,
     pub reports: Option<&'a ReportTable>,
     pub decode: DecodeOptions,
     /// What may be stored about patients (the salt, `--deidentify`).
