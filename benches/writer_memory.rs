@@ -5,7 +5,10 @@
 //! - `ids`: documents with a 64-character id only (tantivy gets an empty document per ordinal);
 //! - `fields`: plus the stored fields `cxr index` writes for a PNG (path, size, mtime, sha256);
 //! - `vectors`: plus a vector of `--dim` components (rows, HNSW graph, the commit's graph files);
-//! - `periodic`: `vectors` with a commit every 5,000 documents, as `cxr index` commits;
+//! - `periodic`: `vectors` with a commit every 5,000 documents;
+//! - `spaced`: `vectors` committed as `cxr index` commits by default (`embed::commit_due`:
+//!   every 5,000 documents, or every tenth of the active segment when that is more); compare
+//!   its seconds in commits with `periodic`'s;
 //! - `append`: a new writer opens the `vectors` index of N documents and adds N/10 more: what
 //!   appending to an archive costs (per added document, so the held archive shows up here);
 //! - `segmented`: `periodic` in an index that seals a segment every 5,000 rows, so the writer
@@ -27,20 +30,19 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cxr_index::{CreateOptions, Document, IndexSpec, IndexWriter};
+use cxr_search::embed::{commit_due, COMMIT_EVERY};
 use serde_json::json;
 
-const PARTS: [&str; 7] = [
+const PARTS: [&str; 8] = [
     "ids",
     "fields",
     "vectors",
     "periodic",
+    "spaced",
     "append",
     "segmented",
     "open",
 ];
-
-/// How often the `periodic` run commits: `cxr index`'s default `--commit-every`.
-const COMMIT_EVERY: usize = 5000;
 
 #[derive(Parser)]
 struct Args {
@@ -55,7 +57,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "ids,fields,vectors,periodic,append,segmented,open"
+        default_value = "ids,fields,vectors,periodic,spaced,append,segmented,open"
     )]
     parts: Vec<String>,
     /// Where the indexes are built (removed afterwards).
@@ -95,7 +97,11 @@ fn document(i: usize, part: &str, dim: usize) -> Document {
             format!("{:064x}", (i as u128) * 0x9E37_79B9_7F4A_7C15),
         );
     }
-    let vector = matches!(part, "vectors" | "periodic" | "append" | "segmented").then(|| {
+    let vector = matches!(
+        part,
+        "vectors" | "periodic" | "spaced" | "append" | "segmented"
+    )
+    .then(|| {
         (0..dim)
             .map(|d| ((i * 31 + d * 7) as f32 * 0.013).sin())
             .collect()
@@ -168,10 +174,18 @@ fn child(part: &str, n: usize, dim: usize, work: &Path) -> Result<()> {
         commit_s += t.elapsed().as_secs_f64();
         Ok(())
     };
+    let mut since = 0;
     for i in range {
         writer.add(document(i, part, dim))?;
-        if matches!(part, "periodic" | "segmented") && (i + 1) % COMMIT_EVERY == 0 {
+        since += 1;
+        let due = match part {
+            "periodic" | "segmented" => since >= COMMIT_EVERY,
+            "spaced" => commit_due(since, None, writer.active_rows()),
+            _ => false,
+        };
+        if due {
             timed_commit(&mut writer)?;
+            since = 0;
         }
     }
     let (after_add, _) = rss_kib()?;

@@ -331,9 +331,10 @@ struct IndexArgs {
     /// Images per inference batch.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// Commit after this many new documents.
-    #[arg(long, default_value_t = 5000)]
-    commit_every: usize,
+    /// Commit after this many new documents [default: 5000, or a tenth of the active vector
+    /// segment's rows when that is more, as each commit rewrites that segment].
+    #[arg(long)]
+    commit_every: Option<usize>,
     /// Refuse images larger than this many pixels.
     #[arg(long, default_value_t = DecodeOptions::default().max_pixels)]
     max_pixels: u64,

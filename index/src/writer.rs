@@ -466,8 +466,10 @@ impl IndexWriter {
         Ok(ord)
     }
 
-    /// Rows of the active segment, committed or not.
-    fn active_rows(&self) -> usize {
+    /// Vector rows of the active segment, committed or not: what each commit rewrites (its
+    /// rows, and its graph as hnsw_rs's dump and as flat arrays), so a caller can space its
+    /// commits in proportion.
+    pub fn active_rows(&self) -> usize {
         self.committed_rows + self.pending_vectors.len() / self.manifest.spec.dim
     }
 
