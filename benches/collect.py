@@ -322,7 +322,9 @@ def main():
     for what, label in [("text_query", "text query (embed + HNSW + BM25 + fusion)"),
                         ("embed_query", "  of which: embed the query"),
                         ("bm25", "  of which: BM25 (200 candidates)"),
-                        ("vector", "  of which: HNSW (200 candidates)")]:
+                        ("vector", "  of which: HNSW (200 candidates)"),
+                        ("text_query_filtered", "text query with a filter keeping half the "
+                         "documents (`view=PA`; the first one builds the field's column)")]:
         if what in q:
             rows.append([label, fmt(q[what]["p50_ms"], 2), fmt(q[what]["p99_ms"], 2),
                          q[what]["samples"]])
