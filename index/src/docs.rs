@@ -235,13 +235,10 @@ struct StoredId<'a> {
 const NO_ROW: u32 = u32::MAX;
 
 fn id_hash(id: &str) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
+    use std::hash::BuildHasher;
     // Fixed keys: the same id hashes alike in every run (the table is rebuilt at open anyway).
-    let mut h =
-        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-            .build_hasher();
-    h.write(id.as_bytes());
-    h.finish()
+    std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+        .hash_one(id)
 }
 
 /// What both tables keep per ordinal: where its line starts (in the parts read back to back,

@@ -108,12 +108,9 @@ struct Known {
 /// million-file archive share one with odds of about 3e-8; the content hash's matches are
 /// confirmed against the stored value before a file is skipped as a copy.
 fn key_hash(value: &str) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h =
-        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-            .build_hasher();
-    h.write(value.as_bytes());
-    h.finish()
+    use std::hash::BuildHasher;
+    std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+        .hash_one(value)
 }
 
 /// [`key_hash`] of a (size, time) pair as stored.
