@@ -123,16 +123,25 @@ def main():
     for (what, t), d in sorted(emb.items()):
         ours = d.get("ours", {}).get("per_s")
         torch = d.get("torch", {}).get("per_s")
-        r = ratio(ours, torch)
+        grouped = d.get("torch-grouped", {}).get("per_s")
+        r, rg = ratio(ours, torch), ratio(ours, grouped)
         rows.append([what, d.get("ours", {}).get("batch"), t, fmt(ours), fmt(torch), rfmt(r),
+                     fmt(grouped) if grouped else "n/a", rfmt(rg) if grouped else "n/a",
                      f"{d.get('torch', {}).get('max_abs_diff', float('nan')):.1e}"])
-        if r is not None:
+        # Judged against the faster way of running the peer: texts in length groups, as ours.
+        best = rg if rg is not None else r
+        if best is not None:
             targets.append(dict(target=f"embedding {what} >= 1.0x PyTorch ({t} threads)",
-                                value=round(r, 2), met=r >= 1.0))
+                                value=round(best, 2), met=best >= 1.0))
     if rows:
         md.append("\n## 2. Embedding throughput, `small` preset (per second)\n")
-        md.append(table(["input", "batch", "threads", "ours (candle)", "PyTorch (transformers)",
-                         "ours/PyTorch", "max abs diff of embeddings"], rows))
+        md.append("Texts run in groups of similar length (at most 8, each padded to its own "
+                  "longest); the PyTorch peer is run both as one padded batch and in the same "
+                  "groups, and the target is judged against the groups.\n")
+        md.append(table(["input", "batch", "threads", "ours (candle)",
+                         "PyTorch, one padded batch", "ours/PyTorch",
+                         "PyTorch, length groups", "ours/PyTorch (groups)",
+                         "max abs diff of embeddings"], rows))
     summary["embed"] = rows
 
     # ------------------------------------------------------------------ rows 3 and 5
