@@ -11,7 +11,7 @@
 //! Weight names: `stages.{s}.{i}.conv.weight`, `stages.{s}.{i}.bn.{weight,bias,running_mean,
 //! running_var}`.
 
-use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Module, ModuleT, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use candle_nn::{batch_norm, conv2d_no_bias, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig};
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,88 @@ impl CnnConfig {
 struct ConvBn {
     conv: Conv2d,
     bn: BatchNorm,
+}
+
+impl ConvBn {
+    /// Convolution and batch norm with its running statistics, for inference on the CPU: the
+    /// norm folded into the kernel and a bias, and the 3x3 convolution as one matrix product
+    /// per image over the nine shifted copies of the input ([`Im2Col3x3`]). candle's CPU
+    /// convolution builds its im2col tiles one element at a time and allocates a zeroed tile per
+    /// 512 outputs: it was over half of `cxr index`'s time with the default model (`perf`).
+    /// Here the copies are whole rows and the product is one call per image; the result equals
+    /// the convolution then the norm to float rounding (a test checks it against candle's).
+    /// Training keeps candle's convolution and batch statistics.
+    fn inference(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c_in, h, w) = x.dims4()?;
+        let kernel = self.conv.weight();
+        let (c_out, k_in, kh, kw) = kernel.dims4()?;
+        if (k_in, kh, kw) != (c_in, 3, 3) {
+            candle_core::bail!("expected a 3x3 kernel over {c_in} channels, got {k_in}x{kh}x{kw}");
+        }
+        // Batch norm at inference: gamma * (y - mean) / sqrt(var + eps) + beta, per channel.
+        let (mean, var) = (self.bn.running_mean(), self.bn.running_var());
+        let mut scale = (var + self.bn.eps())?.sqrt()?.recip()?;
+        let mut bias = mean.neg()?.broadcast_mul(&scale)?;
+        if let Some((gamma, beta)) = self.bn.weight_and_bias() {
+            scale = scale.broadcast_mul(gamma)?;
+            bias = bias.broadcast_mul(gamma)?.broadcast_add(beta)?;
+        }
+        let kernel = kernel
+            .reshape((c_out, c_in * 9))?
+            .broadcast_mul(&scale.reshape((c_out, 1))?)?;
+        let columns = x.contiguous()?.apply_op1_no_bwd(&Im2Col3x3)?;
+        kernel
+            .broadcast_left(b)?
+            .matmul(&columns)?
+            .broadcast_add(&bias.reshape((1, c_out, 1))?)?
+            .reshape((b, c_out, h, w))
+    }
+}
+
+/// `(batch, channels, h, w)` -> `(batch, channels * 9, h * w)`: for each channel the nine
+/// copies of its plane shifted by one pixel in each direction (zeros beyond the border, i.e.
+/// padding 1), in the order of a 3x3 kernel's rows then columns. Each copy is written a row at
+/// a time straight into place, so the columns cost one allocation and one pass.
+struct Im2Col3x3;
+
+impl CustomOp1 for Im2Col3x3 {
+    fn name(&self) -> &'static str {
+        "im2col-3x3"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets())
+        else {
+            candle_core::bail!("im2col-3x3 needs a contiguous f32 tensor");
+        };
+        let (b, c, h, w) = layout.shape().dims4()?;
+        let plane = h * w;
+        let mut out = vec![0f32; b * c * 9 * plane];
+        if plane == 0 {
+            return Ok((CpuStorage::F32(out), Shape::from((b, c * 9, plane))));
+        }
+        for (cols, src) in out
+            .chunks_exact_mut(9 * plane)
+            .zip(data[start..end].chunks_exact(plane))
+        {
+            for (tap, dst) in cols.chunks_exact_mut(plane).enumerate() {
+                let (dy, dx) = (tap / 3, tap % 3);
+                for y in 0..h {
+                    // Source row y + dy - 1; outside the plane the row stays zero.
+                    let Some(sy) = (y + dy).checked_sub(1).filter(|&sy| sy < h) else {
+                        continue;
+                    };
+                    let (row, dst) = (&src[sy * w..][..w], &mut dst[y * w..][..w]);
+                    match dx {
+                        0 => dst[1..].copy_from_slice(&row[..w - 1]),
+                        1 => dst.copy_from_slice(row),
+                        _ => dst[..w - 1].copy_from_slice(&row[1..]),
+                    }
+                }
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, c * 9, plane))))
+    }
 }
 
 /// The tower. `forward_t(x, true)` normalises with batch statistics and updates the running
@@ -92,10 +174,12 @@ impl CnnTower {
         let mut x = pixels.clone();
         for stage in &self.stages {
             for layer in stage {
-                x = layer
-                    .bn
-                    .forward_t(&layer.conv.forward(&x)?, train)?
-                    .relu()?;
+                x = if train || !x.device().is_cpu() {
+                    layer.bn.forward_t(&layer.conv.forward(&x)?, train)?
+                } else {
+                    layer.inference(&x)?
+                }
+                .relu()?;
             }
             let (_, _, h, w) = x.dims4()?;
             if h >= 2 && w >= 2 {
@@ -143,6 +227,57 @@ mod tests {
                 grads.get(var.as_tensor()).is_some(),
                 "no gradient for {name}"
             );
+        }
+    }
+
+    /// The inference path (norm folded into the kernel, im2col product) gives what candle's
+    /// convolution then batch norm give, with running statistics away from 0 and 1 and inputs
+    /// whose sides are odd, even and 1.
+    #[test]
+    fn folded_inference_matches_convolution_then_norm() {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let cfg = CnnConfig {
+            in_channels: 3,
+            stage_channels: vec![5],
+            depth: 1,
+        };
+        let t = CnnTower::new(&cfg, vb).unwrap();
+        let layer = &t.stages[0][0];
+        // Move the running statistics and the affine weights off their initial values.
+        let x = Tensor::randn(0.5f32, 2.0, (6, 3, 9, 7), &Device::Cpu).unwrap();
+        for _ in 0..5 {
+            layer
+                .bn
+                .forward_t(&layer.conv.forward(&x).unwrap(), true)
+                .unwrap();
+        }
+        for (name, var) in varmap.data().lock().unwrap().iter() {
+            if name.ends_with("bn.weight") || name.ends_with("bn.bias") {
+                let n = var.as_tensor().elem_count();
+                let v = Tensor::randn(0.3f32, 1.0, n, &Device::Cpu).unwrap();
+                var.set(&v).unwrap();
+            }
+        }
+        for dims in [(6, 3, 9, 7), (2, 3, 4, 4), (1, 3, 1, 1)] {
+            let x = Tensor::randn(0f32, 1.0, dims, &Device::Cpu).unwrap();
+            let reference = layer
+                .bn
+                .forward_t(&layer.conv.forward(&x).unwrap(), false)
+                .unwrap();
+            let ours = layer.inference(&x).unwrap();
+            assert_eq!(ours.dims(), reference.dims());
+            let diff = (ours - &reference)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4, "{dims:?}: max abs diff {diff}");
         }
     }
 
