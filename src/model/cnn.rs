@@ -197,6 +197,7 @@ impl CnnTower {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::testing::max_abs_diff;
     use candle_core::{DType, Device};
     use candle_nn::{Optimizer, VarMap};
 
@@ -265,18 +266,7 @@ mod tests {
                 .bn
                 .forward_t(&layer.conv.forward(&x).unwrap(), false)
                 .unwrap();
-            let ours = layer.inference(&x).unwrap();
-            assert_eq!(ours.dims(), reference.dims());
-            let diff = (ours - &reference)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&layer.inference(&x).unwrap(), &reference);
             assert!(diff < 1e-4, "{dims:?}: max abs diff {diff}");
         }
     }
