@@ -75,6 +75,10 @@ struct Args {
     /// each peer builds one].
     #[arg(long)]
     segment_rows: Option<u64>,
+    /// HNSW candidate list while inserting (the label gets `-efc<N>`) [default: the index's
+    /// default, 200, as the peers are built].
+    #[arg(long)]
+    ef_construction: Option<usize>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -85,11 +89,14 @@ fn main() -> Result<()> {
     let data = common::VectorData::load(&args.data_dir, args.n)?;
     let dim = data.dim;
     let threads = common::threads();
-    let options = CreateOptions {
+    let mut options = CreateOptions {
         vector_storage: args.storage,
         segment_rows: args.segment_rows.unwrap_or(u64::MAX),
         ..CreateOptions::default()
     };
+    if let Some(ef) = args.ef_construction {
+        options.hnsw.ef_construction = ef;
+    }
     let params = options.hnsw;
     let label = label(&args);
     let base = json!({
@@ -237,10 +244,14 @@ fn label(args: &Args) -> String {
         (VectorStorage::F16, VectorPlacement::Mapped) => "ours-f16",
         (VectorStorage::F16, VectorPlacement::HugePages) => "ours-f16-huge",
     };
-    match args.segment_rows {
-        Some(rows) => format!("{base}-seg{rows}"),
-        None => base.to_string(),
+    let mut label = base.to_string();
+    if let Some(rows) = args.segment_rows {
+        label += &format!("-seg{rows}");
     }
+    if let Some(ef) = args.ef_construction {
+        label += &format!("-efc{ef}");
+    }
+    label
 }
 
 fn parse_placement(s: &str) -> Result<VectorPlacement, String> {

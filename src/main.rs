@@ -348,6 +348,16 @@ struct IndexArgs {
     /// more graph search [default: 500000]. Chosen when the index is created.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     segment_rows: Option<u64>,
+    /// HNSW links per node and layer (M) of a new index: more links, better recall at a given
+    /// search effort, a larger graph and a slower build [default: 16]. Chosen when the index is
+    /// created.
+    #[arg(long, value_name = "M", value_parser = clap::value_parser!(u16).range(2..=255))]
+    hnsw_m: Option<u16>,
+    /// Candidate list size while inserting into the HNSW graph of a new index: build time grows
+    /// about in proportion, and so, up to a point, does the graph's quality (benches/README.md
+    /// measures 100 against 200) [default: 200]. Chosen when the index is created.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    ef_construction: Option<u16>,
     /// Replace or drop identifying metadata (DICOM PS3.15 basic profile): UIDs and ids become
     /// salted-hash UIDs, paths are hashed, age, sex and dates are dropped. Chosen when the
     /// index is created; later runs follow it.
@@ -596,6 +606,23 @@ fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
                 );
             }
         }
+        let hnsw = writer.hnsw_params();
+        for (flag, asked, built) in [
+            ("--hnsw-m", args.hnsw_m, hnsw.max_nb_connection),
+            (
+                "--ef-construction",
+                args.ef_construction,
+                hnsw.ef_construction,
+            ),
+        ] {
+            if let Some(asked) = asked.filter(|&a| usize::from(a) != built) {
+                bail!(
+                    "{} was built with {flag} {built}, chosen when it was created; drop {flag} \
+                     {asked} or choose another --out",
+                    args.out.display()
+                );
+            }
+        }
         if let Some(asked) = args.segment_rows {
             if asked != writer.segment_rows() {
                 bail!(
@@ -619,6 +646,12 @@ fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
         };
         if let Some(rows) = args.segment_rows {
             options.segment_rows = rows;
+        }
+        if let Some(m) = args.hnsw_m {
+            options.hnsw.max_nb_connection = m.into();
+        }
+        if let Some(ef) = args.ef_construction {
+            options.hnsw.ef_construction = ef.into();
         }
         IndexWriter::create_with(&args.out, spec, options)
             .with_context(|| format!("creating index {}", args.out.display()))?
@@ -1129,6 +1162,10 @@ fn cmd_info(index_dir: &Path, json: bool) -> Result<ExitCode> {
             m.files.sealed.len(),
             m.active_rows(),
             m.segment_rows
+        );
+        println!(
+            "graph      HNSW, M {}, ef_construction {}",
+            m.hnsw.max_nb_connection, m.hnsw.ef_construction
         );
         println!(
             "model      {} ({})",

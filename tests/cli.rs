@@ -467,6 +467,63 @@ fn sealed_segments_are_searched_as_one_index() {
     assert_eq!(results[0][0].0, "\"img2\"", "{:?}", results[0]);
 }
 
+/// The HNSW parameters chosen at creation are recorded, shown by `cxr info`, and a later run
+/// that asks for others is refused without touching the index.
+#[test]
+fn hnsw_parameters_are_chosen_when_the_index_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = make_model(dir.path());
+    let archive = make_archive(dir.path());
+    let idx = dir.path().join("idx");
+    let (m, a, i) = (
+        model.to_str().unwrap(),
+        archive.to_str().unwrap(),
+        idx.to_str().unwrap(),
+    );
+    let create = [
+        "index",
+        a,
+        "--out",
+        i,
+        "--model",
+        m,
+        "--hnsw-m",
+        "8",
+        "--ef-construction",
+        "40",
+    ];
+    let o = cxr(&create);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let (out, _) = text(&cxr(&["info", i]));
+    assert!(out.contains("HNSW, M 8, ef_construction 40"), "{out}");
+    let (json, _) = text(&cxr(&["info", i, "--json"]));
+    let manifest: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(manifest["hnsw"]["max_nb_connection"], 8);
+    assert_eq!(manifest["hnsw"]["ef_construction"], 40);
+    // The same values, or none, are accepted on a re-run; others are refused.
+    for ok in [&create[..], &create[..6]] {
+        let o = cxr(ok);
+        assert!(o.status.success(), "{}", text(&o).1);
+    }
+    let o = cxr(&[
+        "index",
+        a,
+        "--out",
+        i,
+        "--model",
+        m,
+        "--ef-construction",
+        "50",
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("was built with --ef-construction 40"), "{err}");
+    let o = cxr(&["index", a, "--out", i, "--model", m, "--hnsw-m", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
+    let o = cxr(&["check", i]);
+    assert!(o.status.success(), "{}", text(&o).0);
+}
+
 #[test]
 fn files_whose_ids_clash_are_all_indexed_in_one_batch_or_across_batches() {
     let dir = tempfile::tempdir().unwrap();

@@ -313,6 +313,11 @@ impl IndexWriter {
         self.manifest.vector_storage
     }
 
+    /// The HNSW construction parameters (set when the index was created).
+    pub fn hnsw_params(&self) -> HnswParams {
+        self.manifest.hnsw
+    }
+
     /// Rows at which the active segment is sealed (set when the index was created).
     pub fn segment_rows(&self) -> u64 {
         self.manifest.segment_rows
