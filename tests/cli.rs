@@ -467,6 +467,125 @@ fn sealed_segments_are_searched_as_one_index() {
     assert_eq!(results[0][0].0, "\"img2\"", "{:?}", results[0]);
 }
 
+/// `--queries` answers a file or stdin of queries in one process, each as `--text` / `--image`
+/// answers it alone, echoes ids, and reports a bad line without stopping.
+#[test]
+fn queries_from_a_file_or_stdin_are_answered_one_per_line() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let model = make_model(dir.path());
+    let archive = make_archive(dir.path());
+    let reports = dir.path().join("reports.csv");
+    std::fs::write(
+        &reports,
+        "filename,report\nimg1.png,Small left pleural effusion.\nimg2.png,Cardiomegaly.\n",
+    )
+    .unwrap();
+    let idx = dir.path().join("idx");
+    let (m, a, r, i) = (
+        model.to_str().unwrap(),
+        archive.to_str().unwrap(),
+        reports.to_str().unwrap(),
+        idx.to_str().unwrap(),
+    );
+    let o = cxr(&[
+        "index",
+        a,
+        "--out",
+        i,
+        "--model",
+        m,
+        "--reports",
+        r,
+        "--key",
+        "filename",
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let image = format!("{a}/img2.png");
+    let alone = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["search", i, "--model", m, "--json"];
+        all.extend(args);
+        let o = cxr(&all);
+        assert!(o.status.success(), "{}", text(&o).1);
+        serde_json::from_str(text(&o).0.trim()).unwrap()
+    };
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let by_text = alone(&["--text", "small left pleural effusion"]);
+    let by_image = alone(&["--image", &image]);
+
+    let queries = format!(
+        "small left pleural effusion\n\n{{\"id\": \"q2\", \"image\": {image:?}}}\n\
+         {{\"text\": \"effusion\", \"image\": {image:?}}}\nnot json {{\n\
+         {{\"id\": \"q5\", \"image\": \"{a}/missing.png\"}}\n{{\"id\": \"q6\", \"text\": \"cardiomegaly\"}}\n"
+    );
+    let file = dir.path().join("queries.txt");
+    std::fs::write(&file, &queries).unwrap();
+    let o = cxr(&[
+        "search",
+        i,
+        "--model",
+        m,
+        "--json",
+        "--queries",
+        file.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    // Two bad lines (both text and image; a missing file) make the exit status 1.
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    let answers: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Lines 1, 3, 5 and 7 answered, lines 4 and 6 reported; the blank line is skipped. Line 5,
+    // "not json {", is a text query like any plain line.
+    assert_eq!(answers.len(), 6, "{out}");
+    assert_eq!(ids(&answers[0]), ids(&by_text));
+    assert_eq!(answers[1]["id"], "q2");
+    assert_eq!(ids(&answers[1]), ids(&by_image));
+    assert_eq!(answers[1]["results"][0]["id"], "img2");
+    assert_eq!(answers[2]["line"], 4);
+    assert!(
+        answers[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("exactly one"),
+        "{out}"
+    );
+    assert!(answers[3]["results"].is_array(), "{out}");
+    assert_eq!(answers[4]["line"], 6);
+    assert!(err.contains("line 6"), "{err}");
+    assert_eq!(answers[5]["id"], "q6");
+
+    // The same from stdin, in text mode: each answer headed by its id.
+    let mut child = common::cxr_command()
+        .args(["search", i, "--model", m, "--queries", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"{\"id\": \"first\", \"text\": \"cardiomegaly\"}\nsmall left pleural effusion\n",
+        )
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.starts_with("# first\n"), "{out}");
+    assert!(out.contains("Small left pleural effusion."), "{out}");
+}
+
 /// The HNSW parameters chosen at creation are recorded, shown by `cxr info`, and a later run
 /// that asks for others is refused without touching the index.
 #[test]
