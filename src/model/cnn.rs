@@ -11,7 +11,9 @@
 //! Weight names: `stages.{s}.{i}.conv.weight`, `stages.{s}.{i}.bn.{weight,bias,running_mean,
 //! running_var}`.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Module, ModuleT, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, Layout, Module, ModuleT, Result, Shape, Tensor,
+};
 use candle_nn::VarBuilder;
 use candle_nn::{batch_norm, conv2d_no_bias, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig};
 use serde::{Deserialize, Serialize};
@@ -50,7 +52,11 @@ impl ConvBn {
     /// Here the copies are whole rows and the product is one call per image; the result equals
     /// the convolution then the norm to float rounding (a test checks it against candle's).
     /// Training keeps candle's convolution and batch statistics.
-    fn inference(&self, x: &Tensor) -> Result<Tensor> {
+    ///
+    /// The ReLU, and with `pool` the 2x2 max pooling that ends a stage, are applied together
+    /// with the bias in one pass over the product ([`BiasReluPool`]), instead of three passes
+    /// that each allocate a full-size tensor.
+    fn inference(&self, x: &Tensor, pool: bool) -> Result<Tensor> {
         let (b, c_in, h, w) = x.dims4()?;
         let kernel = self.conv.weight();
         let (c_out, k_in, kh, kw) = kernel.dims4()?;
@@ -72,8 +78,73 @@ impl ConvBn {
         kernel
             .broadcast_left(b)?
             .matmul(&columns)?
-            .broadcast_add(&bias.reshape((1, c_out, 1))?)?
-            .reshape((b, c_out, h, w))
+            .reshape((b, c_out, h, w))?
+            .apply_op2_no_bwd(&bias.contiguous()?, &BiasReluPool { pool })
+    }
+}
+
+/// `relu(y + bias[channel])` over `(batch, channels, h, w)`, and with `pool` its 2x2 max
+/// pooling with stride 2 (an odd last row or column dropped, as `Tensor::max_pool2d(2)` does):
+/// the pooled value is `relu(max of the four + bias)`, since adding a constant and the ReLU
+/// are both monotonic. One pass over `y`.
+struct BiasReluPool {
+    pool: bool,
+}
+
+impl CustomOp2 for BiasReluPool {
+    fn name(&self) -> &'static str {
+        "bias-relu-maxpool"
+    }
+
+    fn cpu_fwd(
+        &self,
+        y: &CpuStorage,
+        y_layout: &Layout,
+        bias: &CpuStorage,
+        bias_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (
+            CpuStorage::F32(y),
+            Some((y_start, y_end)),
+            CpuStorage::F32(bias),
+            Some((b_start, b_end)),
+        ) = (
+            y,
+            y_layout.contiguous_offsets(),
+            bias,
+            bias_layout.contiguous_offsets(),
+        )
+        else {
+            candle_core::bail!("bias-relu-maxpool needs contiguous f32 tensors");
+        };
+        let (batch, c, h, w) = y_layout.shape().dims4()?;
+        let bias = &bias[b_start..b_end];
+        if bias.len() != c {
+            candle_core::bail!("bias-relu-maxpool: {} biases for {c} channels", bias.len());
+        }
+        let (oh, ow) = if self.pool { (h / 2, w / 2) } else { (h, w) };
+        let mut out = Vec::with_capacity(batch * c * oh * ow);
+        let plane = h * w;
+        if plane > 0 {
+            for (p, src) in y[y_start..y_end].chunks_exact(plane).enumerate() {
+                let add = bias[p % c];
+                if !self.pool {
+                    out.extend(src.iter().map(|&v| (v + add).max(0.0)));
+                    continue;
+                }
+                for i in 0..oh {
+                    let (top, bottom) = (&src[2 * i * w..][..w], &src[(2 * i + 1) * w..][..w]);
+                    out.extend((0..ow).map(|j| {
+                        let m = top[2 * j]
+                            .max(top[2 * j + 1])
+                            .max(bottom[2 * j])
+                            .max(bottom[2 * j + 1]);
+                        (m + add).max(0.0)
+                    }));
+                }
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((batch, c, oh, ow))))
     }
 }
 
@@ -172,17 +243,22 @@ impl CnnTower {
     /// 4x4 map), where the pooled vector has lost where a finding is.
     pub fn feature_map_t(&self, pixels: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = pixels.clone();
+        let fused = !train && x.device().is_cpu();
         for stage in &self.stages {
-            for layer in stage {
-                x = if train || !x.device().is_cpu() {
-                    layer.bn.forward_t(&layer.conv.forward(&x)?, train)?
-                } else {
-                    layer.inference(&x)?
-                }
-                .relu()?;
-            }
+            // Convolutions keep the spatial size, so whether the stage pools is known now.
             let (_, _, h, w) = x.dims4()?;
-            if h >= 2 && w >= 2 {
+            let pool = h >= 2 && w >= 2;
+            for (i, layer) in stage.iter().enumerate() {
+                x = if fused {
+                    layer.inference(&x, pool && i + 1 == stage.len())?
+                } else {
+                    layer
+                        .bn
+                        .forward_t(&layer.conv.forward(&x)?, train)?
+                        .relu()?
+                };
+            }
+            if pool && !fused {
                 x = x.max_pool2d(2)?;
             }
         }
@@ -231,9 +307,9 @@ mod tests {
         }
     }
 
-    /// The inference path (norm folded into the kernel, im2col product) gives what candle's
-    /// convolution then batch norm give, with running statistics away from 0 and 1 and inputs
-    /// whose sides are odd, even and 1.
+    /// The inference path (norm folded into the kernel, im2col product, bias, ReLU and pooling
+    /// in one pass) gives what candle's convolution, batch norm, ReLU and max pooling give, with
+    /// running statistics away from 0 and 1 and inputs whose sides are odd, even and 1.
     #[test]
     fn folded_inference_matches_convolution_then_norm() {
         let varmap = VarMap::new();
@@ -262,13 +338,58 @@ mod tests {
         }
         for dims in [(6, 3, 9, 7), (2, 3, 4, 4), (1, 3, 1, 1)] {
             let x = Tensor::randn(0f32, 1.0, dims, &Device::Cpu).unwrap();
-            let reference = layer
+            let activated = layer
                 .bn
                 .forward_t(&layer.conv.forward(&x).unwrap(), false)
+                .unwrap()
+                .relu()
                 .unwrap();
-            let diff = max_abs_diff(&layer.inference(&x).unwrap(), &reference);
+            let diff = max_abs_diff(&layer.inference(&x, false).unwrap(), &activated);
             assert!(diff < 1e-4, "{dims:?}: max abs diff {diff}");
+            if dims.2 >= 2 {
+                let pooled = activated.max_pool2d(2).unwrap();
+                let diff = max_abs_diff(&layer.inference(&x, true).unwrap(), &pooled);
+                assert!(diff < 1e-4, "{dims:?}, pooled: max abs diff {diff}");
+            }
         }
+    }
+
+    /// The whole tower's inference path against candle's layers one after another: stages of
+    /// two convolutions, odd sides, and a last stage that shrinks to one cell.
+    #[test]
+    fn fused_tower_matches_the_layers_one_by_one() {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let cfg = CnnConfig {
+            in_channels: 1,
+            stage_channels: vec![4, 8, 6],
+            depth: 2,
+        };
+        let t = CnnTower::new(&cfg, vb).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (3, 1, 11, 13), &Device::Cpu).unwrap();
+        // A few training passes move the running statistics.
+        for _ in 0..3 {
+            t.feature_map_t(&x, true).unwrap();
+        }
+        let mut reference = x.clone();
+        for stage in &t.stages {
+            for layer in stage {
+                reference = layer
+                    .bn
+                    .forward_t(&layer.conv.forward(&reference).unwrap(), false)
+                    .unwrap()
+                    .relu()
+                    .unwrap();
+            }
+            let (_, _, h, w) = reference.dims4().unwrap();
+            if h >= 2 && w >= 2 {
+                reference = reference.max_pool2d(2).unwrap();
+            }
+        }
+        let fused = t.feature_map_t(&x, false).unwrap();
+        assert_eq!(fused.dims(), [3, 6, 1, 1]);
+        let diff = max_abs_diff(&fused, &reference);
+        assert!(diff < 1e-4, "max abs diff {diff}");
     }
 
     #[test]
