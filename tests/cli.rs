@@ -3,6 +3,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use common::{cxr, make_model, make_model_seeded, text, REPORTS};
 
@@ -21,39 +22,95 @@ fn make_archive(dir: &Path) -> PathBuf {
     archive
 }
 
+/// What most tests start from: a temporary folder holding the test model and the archive of
+/// [`make_archive`], with their paths as the strings `cxr` takes.
+struct Setup {
+    dir: tempfile::TempDir,
+    model: String,
+    archive: String,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let model = path_str(&make_model(dir.path()));
+        let archive = path_str(&make_archive(dir.path()));
+        Setup {
+            dir,
+            model,
+            archive,
+        }
+    }
+
+    /// `name` in the temporary folder (not created).
+    fn path(&self, name: &str) -> String {
+        path_str(&self.dir.path().join(name))
+    }
+
+    /// Writes `contents` to `name` in the temporary folder.
+    fn write(&self, name: &str, contents: &str) -> String {
+        let path = self.path(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// `cxr index ARCHIVE --out IDX --model MODEL EXTRA...`, not yet checked.
+    fn index(&self, idx: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["index", &self.archive, "--out", idx, "--model", &self.model];
+        args.extend_from_slice(extra);
+        cxr(&args)
+    }
+
+    /// `cxr search IDX --model MODEL --json ARGS...`, which must succeed: its answer.
+    fn search_json(&self, idx: &str, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["search", idx, "--model", &self.model, "--json"];
+        all.extend_from_slice(args);
+        parse(&succeed(&all))
+    }
+}
+
+fn path_str(path: &Path) -> String {
+    path.to_str().expect("a UTF-8 temporary path").to_string()
+}
+
+/// Runs `cxr args`, asserts that it succeeded, and returns its stdout.
+fn succeed(args: &[&str]) -> String {
+    let o = cxr(args);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "cxr {args:?}\n{out}\n{err}");
+    out
+}
+
+/// A `--json` output (one object).
+fn parse(out: &str) -> serde_json::Value {
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// The document ids of a `--json` search answer, in rank order.
+fn hit_ids(answer: &serde_json::Value) -> Vec<String> {
+    answer["results"]
+        .as_array()
+        .expect("a results array")
+        .iter()
+        .map(|h| h["id"].as_str().expect("a string id").to_string())
+        .collect()
+}
+
 #[test]
 fn index_search_eval_and_resume() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = make_model(dir.path());
-    let archive = make_archive(dir.path());
-    let reports = dir.path().join("reports.csv");
-    std::fs::write(
-        &reports,
+    let s = Setup::new();
+    let r = s.write(
+        "reports.csv",
         "filename,view,report\nimg1.png,PA,Small left pleural effusion.\nimg2.png,AP,Cardiomegaly.\n",
-    )
-    .unwrap();
-    let idx = dir.path().join("idx");
-    let (m, a, r, i) = (
-        model.to_str().unwrap(),
-        archive.to_str().unwrap(),
-        reports.to_str().unwrap(),
-        idx.to_str().unwrap(),
     );
+    let idx = s.dir.path().join("idx");
+    let i = &path_str(&idx);
+    let (a, m) = (s.archive.as_str(), s.model.as_str());
 
-    let o = cxr(&[
-        "index",
-        a,
-        "--reports",
-        r,
-        "--out",
-        i,
-        "--model",
-        m,
-        "--json",
-    ]);
+    let o = s.index(i, &["--reports", &r, "--json"]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
-    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let summary = parse(&out);
     assert_eq!(summary["indexed"], 3);
     assert_eq!(summary["failed"], 2);
     // Each bad file is named with its reason, on stderr and in errors.jsonl.
@@ -63,7 +120,7 @@ fn index_search_eval_and_resume() {
     assert_eq!(errors.lines().count(), 2);
 
     // Text search ranks the report that says it first; the hit shows the report's sentence.
-    let o = cxr(&[
+    let out = succeed(&[
         "search",
         i,
         "--text",
@@ -73,8 +130,6 @@ fn index_search_eval_and_resume() {
         "--model",
         m,
     ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
     let first = out.lines().next().unwrap();
     assert!(
         first.contains("img1") && first.contains("Small left pleural effusion"),
@@ -82,19 +137,7 @@ fn index_search_eval_and_resume() {
     );
 
     // Image search finds the query image itself first.
-    let q = archive.join("sub/img3.png");
-    let o = cxr(&[
-        "search",
-        i,
-        "--image",
-        q.to_str().unwrap(),
-        "--json",
-        "--model",
-        m,
-    ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = s.search_json(i, &["--image", &format!("{a}/sub/img3.png")]);
     assert_eq!(v["results"][0]["id"], "img3");
     // An image query reports cosine similarity: the image itself scores 1.
     let score = v["results"][0]["score"].as_f64().unwrap();
@@ -102,27 +145,8 @@ fn index_search_eval_and_resume() {
     assert_eq!(v["results"][0]["fields"]["path"], "sub/img3.png");
 
     // Filters apply to both lists: only the AP image remains.
-    let o = cxr(&[
-        "search",
-        i,
-        "--text",
-        "pleural effusion",
-        "--filter",
-        "view=AP",
-        "--json",
-        "--model",
-        m,
-    ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    let ids: Vec<&str> = v["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["img2"]);
+    let v = s.search_json(i, &["--text", "pleural effusion", "--filter", "view=AP"]);
+    assert_eq!(hit_ids(&v), ["img2"]);
     let o = cxr(&[
         "search",
         i,
@@ -137,26 +161,19 @@ fn index_search_eval_and_resume() {
     assert!(text(&o).1.contains("unknown field `colour`"));
 
     // Re-running indexes nothing twice.
-    let o = cxr(&[
-        "index",
-        a,
-        "--reports",
-        r,
-        "--out",
-        i,
-        "--model",
-        m,
-        "--json",
-    ]);
-    let (out, _) = text(&o);
-    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let rerun = || {
+        let o = s.index(i, &["--reports", &r, "--json"]);
+        let (out, err) = text(&o);
+        (parse(&out), err)
+    };
+    let (summary, _) = rerun();
     assert_eq!(summary["indexed"], 0);
     assert_eq!(summary["skipped"], 3);
     assert_eq!(summary["documents"], 3);
 
     // A re-run recognises an indexed file by path, size and modification time without reading
     // it: same-length garbage with the old time restored is not even opened...
-    let img1 = archive.join("img1.png");
+    let img1 = Path::new(a).join("img1.png");
     let (len, mtime) = {
         let meta = std::fs::metadata(&img1).unwrap();
         (meta.len() as usize, meta.modified().unwrap())
@@ -168,22 +185,6 @@ fn index_search_eval_and_resume() {
         .unwrap()
         .set_modified(mtime)
         .unwrap();
-    let rerun = || {
-        let o = cxr(&[
-            "index",
-            a,
-            "--reports",
-            r,
-            "--out",
-            i,
-            "--model",
-            m,
-            "--json",
-        ]);
-        let (out, err) = text(&o);
-        let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        (summary, err)
-    };
     let (summary, err) = rerun();
     assert_eq!(summary["skipped"], 3, "{err}");
     assert!(!err.contains("img1.png"), "{err}");
@@ -196,32 +197,26 @@ fn index_search_eval_and_resume() {
     assert!(err.contains("img1.png"), "{err}");
 
     // Evaluation with a run file.
-    let queries = dir.path().join("q.jsonl");
-    std::fs::write(
-        &queries,
+    let queries = s.write(
+        "q.jsonl",
         "{\"id\":\"q1\",\"corpus\":\"t\",\"group\":\"finding\",\"text\":\"effusion\"}\n\
          {\"id\":\"q2\",\"corpus\":\"t\",\"group\":\"image\",\"image\":\"archive/img2.png\"}\n",
-    )
-    .unwrap();
-    let qrels = dir.path().join("q.txt");
-    std::fs::write(&qrels, "q1 0 img1 2\nq2 0 img2 1\n").unwrap();
-    let run = dir.path().join("out.run");
-    let o = cxr(&[
+    );
+    let qrels = s.write("q.txt", "q1 0 img1 2\nq2 0 img2 1\n");
+    let run = s.path("out.run");
+    let v = parse(&succeed(&[
         "eval",
         i,
         "--queries",
-        queries.to_str().unwrap(),
+        &queries,
         "--qrels",
-        qrels.to_str().unwrap(),
+        &qrels,
         "--run",
-        run.to_str().unwrap(),
+        &run,
         "--json",
         "--model",
         m,
-    ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    ]));
     assert_eq!(v["k"], 5);
     assert_eq!(v["queries"][0]["ndcg"], 1.0);
     assert_eq!(v["queries"][1]["ndcg"], 1.0);
@@ -235,27 +230,26 @@ fn report_only_corpus_and_empty_reports() {
     let model = make_model(dir.path());
     let reports = dir.path().join("reports.jsonl");
     std::fs::write(&reports, REPORTS).unwrap();
-    let idx = dir.path().join("idx");
-    let i = idx.to_str().unwrap();
+    let i = &path_str(&dir.path().join("idx"));
     let o = cxr(&[
         "index",
         "--reports",
-        reports.to_str().unwrap(),
+        &path_str(&reports),
         "--out",
         i,
         "--model",
-        model.to_str().unwrap(),
+        &path_str(&model),
         "--json",
     ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = parse(&out);
     assert_eq!(v["report_only"], 3);
     assert_eq!(v["failed"], 1);
     assert!(err.contains("r4") && err.contains("empty report"), "{err}");
 
     // A report-only index needs no model to search.
-    let o = cxr(&[
+    let out = succeed(&[
         "search",
         i,
         "--text",
@@ -263,8 +257,6 @@ fn report_only_corpus_and_empty_reports() {
         "--model",
         "/nonexistent",
     ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
     assert!(out.lines().next().unwrap().contains("r2"), "{out}");
 
     // No result: exit status 1.
@@ -286,21 +278,13 @@ fn denied_findings_are_searched_apart_from_asserted_ones() {
 "#,
     )
     .unwrap();
-    let idx = dir.path().join("idx");
-    let i = idx.to_str().unwrap();
-    let o = cxr(&["index", "--reports", reports.to_str().unwrap(), "--out", i]);
-    assert!(o.status.success(), "{}", text(&o).1);
+    let i = &path_str(&dir.path().join("idx"));
+    succeed(&["index", "--reports", &path_str(&reports), "--out", i]);
     let ids = |query: &str| -> Vec<String> {
         let o = cxr(&["search", i, "--text", query, "--json"]);
         let (out, err) = text(&o);
         assert!(err.is_empty(), "{query}: {err}");
-        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        v["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["id"].as_str().unwrap().to_string())
-            .collect()
+        hit_ids(&parse(&out))
     };
     // A finding asked for: the report that denies it is not a match.
     assert_eq!(ids("pneumothorax"), ["r4"]);
@@ -317,41 +301,17 @@ fn denied_findings_are_searched_apart_from_asserted_ones() {
 
 #[test]
 fn an_index_refuses_another_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = make_model(dir.path());
-    let archive = make_archive(dir.path());
-    let idx = dir.path().join("idx");
-    let i = idx.to_str().unwrap();
-    let o = cxr(&[
-        "index",
-        archive.to_str().unwrap(),
-        "--out",
-        i,
-        "--model",
-        model.to_str().unwrap(),
-    ]);
-    assert!(o.status.success());
+    let s = Setup::new();
+    let i = &s.path("idx");
+    let o = s.index(i, &[]);
+    assert!(o.status.success(), "{:?}", text(&o));
 
-    let other = make_model_seeded(dir.path(), "other", 9);
-    let o = cxr(&[
-        "search",
-        i,
-        "--text",
-        "effusion",
-        "--model",
-        other.to_str().unwrap(),
-    ]);
+    let other = path_str(&make_model_seeded(s.dir.path(), "other", 9));
+    let o = cxr(&["search", i, "--text", "effusion", "--model", &other]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2));
     assert!(err.contains("model"), "{err}");
-    let o = cxr(&[
-        "index",
-        archive.to_str().unwrap(),
-        "--out",
-        i,
-        "--model",
-        other.to_str().unwrap(),
-    ]);
+    let o = cxr(&["index", &s.archive, "--out", i, "--model", &other]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2));
     assert!(err.contains("was built by model"), "{err}");
@@ -359,55 +319,20 @@ fn an_index_refuses_another_model() {
 
 #[test]
 fn f16_vector_storage_is_chosen_at_creation_and_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = make_model(dir.path());
-    let archive = make_archive(dir.path());
-    let (m, a) = (model.to_str().unwrap(), archive.to_str().unwrap());
+    let s = Setup::new();
+    let query = format!("{}/img2.png", s.archive);
     let mut results = Vec::new();
     for storage in ["f32", "f16"] {
-        let idx = dir.path().join(format!("idx-{storage}"));
-        let i = idx.to_str().unwrap();
-        let o = cxr(&[
-            "index",
-            a,
-            "--out",
-            i,
-            "--model",
-            m,
-            "--vector-storage",
-            storage,
-        ]);
-        let (out, err) = text(&o);
-        assert!(o.status.success(), "{out}\n{err}");
-        let o = cxr(&["info", i]);
-        let (out, _) = text(&o);
+        let i = &s.path(&format!("idx-{storage}"));
+        let o = s.index(i, &["--vector-storage", storage]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        let out = succeed(&["info", i]);
         assert!(out.contains(&format!("({storage})")), "{out}");
-        let o = cxr(&["check", i]);
-        assert!(o.status.success(), "{}", text(&o).0);
-        let query = format!("{a}/img2.png");
-        let o = cxr(&["search", i, "--image", &query, "--model", m, "--json"]);
-        let (out, err) = text(&o);
-        assert!(o.status.success(), "{out}\n{err}");
-        let hits: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        let ids: Vec<String> = hits["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["id"].as_str().unwrap().to_string())
-            .collect();
-        results.push(ids);
+        succeed(&["check", i]);
+        results.push(hit_ids(&s.search_json(i, &["--image", &query])));
         // A later run follows the index; asking for the other storage is refused.
         let other = if storage == "f32" { "f16" } else { "f32" };
-        let o = cxr(&[
-            "index",
-            a,
-            "--out",
-            i,
-            "--model",
-            m,
-            "--vector-storage",
-            other,
-        ]);
+        let o = s.index(i, &["--vector-storage", other]);
         let (_, err) = text(&o);
         assert_eq!(o.status.code(), Some(2), "{err}");
         assert!(err.contains(&format!("stores {storage} vectors")), "{err}");
@@ -419,36 +344,24 @@ fn f16_vector_storage_is_chosen_at_creation_and_kept() {
 
 #[test]
 fn sealed_segments_are_searched_as_one_index() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = make_model(dir.path());
-    let archive = make_archive(dir.path());
-    let (m, a) = (model.to_str().unwrap(), archive.to_str().unwrap());
-    let query = format!("{a}/img2.png");
+    let s = Setup::new();
+    let query = format!("{}/img2.png", s.archive);
     let mut results = Vec::new();
     // One vector per segment: every image ends up in a sealed segment of its own.
     for rows in [None, Some("1")] {
-        let idx = dir
-            .path()
-            .join(format!("idx-{}", rows.unwrap_or("default")));
-        let i = idx.to_str().unwrap();
-        let mut args = vec!["index", a, "--out", i, "--model", m];
-        args.extend(rows.iter().flat_map(|r| ["--segment-rows", r]));
-        let o = cxr(&args);
-        let (out, err) = text(&o);
-        assert!(o.status.success(), "{out}\n{err}");
-        let (out, _) = text(&cxr(&["info", i]));
+        let i = &s.path(&format!("idx-{}", rows.unwrap_or("default")));
+        let extra: Vec<&str> = rows.iter().flat_map(|r| ["--segment-rows", r]).collect();
+        let o = s.index(i, &extra);
+        assert!(o.status.success(), "{:?}", text(&o));
+        let out = succeed(&["info", i]);
         let sealed = if rows.is_some() { 3 } else { 0 };
         assert!(
             out.contains(&format!("segments   {sealed} sealed")),
             "{out}"
         );
-        let o = cxr(&["check", i]);
-        assert!(o.status.success(), "{}", text(&o).0);
-        let o = cxr(&["search", i, "--image", &query, "--model", m, "--json"]);
-        let (out, err) = text(&o);
-        assert!(o.status.success(), "{out}\n{err}");
-        let hits: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        let ranked: Vec<(String, String)> = hits["results"]
+        succeed(&["check", i]);
+        let v = s.search_json(i, &["--image", &query]);
+        let ranked: Vec<(String, String)> = v["results"]
             .as_array()
             .unwrap()
             .iter()
@@ -456,7 +369,7 @@ fn sealed_segments_are_searched_as_one_index() {
             .collect();
         results.push(ranked);
         if rows.is_some() {
-            let o = cxr(&["index", a, "--out", i, "--model", m, "--segment-rows", "5"]);
+            let o = s.index(i, &["--segment-rows", "5"]);
             let (_, err) = text(&o);
             assert_eq!(o.status.code(), Some(2), "{err}");
             assert!(err.contains("seals segments at 1 vectors"), "{err}");
@@ -472,83 +385,38 @@ fn sealed_segments_are_searched_as_one_index() {
 #[test]
 fn queries_from_a_file_or_stdin_are_answered_one_per_line() {
     use std::io::Write as _;
-    let dir = tempfile::tempdir().unwrap();
-    let model = make_model(dir.path());
-    let archive = make_archive(dir.path());
-    let reports = dir.path().join("reports.csv");
-    std::fs::write(
-        &reports,
+    let s = Setup::new();
+    let r = s.write(
+        "reports.csv",
         "filename,report\nimg1.png,Small left pleural effusion.\nimg2.png,Cardiomegaly.\n",
-    )
-    .unwrap();
-    let idx = dir.path().join("idx");
-    let (m, a, r, i) = (
-        model.to_str().unwrap(),
-        archive.to_str().unwrap(),
-        reports.to_str().unwrap(),
-        idx.to_str().unwrap(),
     );
-    let o = cxr(&[
-        "index",
-        a,
-        "--out",
-        i,
-        "--model",
-        m,
-        "--reports",
-        r,
-        "--key",
-        "filename",
-    ]);
+    let i = &s.path("idx");
+    let (a, m) = (s.archive.as_str(), s.model.as_str());
+    let o = s.index(i, &["--reports", &r, "--key", "filename"]);
     assert!(o.status.success(), "{}", text(&o).1);
     let image = format!("{a}/img2.png");
-    let alone = |args: &[&str]| -> serde_json::Value {
-        let mut all = vec!["search", i, "--model", m, "--json"];
-        all.extend(args);
-        let o = cxr(&all);
-        assert!(o.status.success(), "{}", text(&o).1);
-        serde_json::from_str(text(&o).0.trim()).unwrap()
-    };
-    let ids = |v: &serde_json::Value| -> Vec<String> {
-        v["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["id"].as_str().unwrap().to_string())
-            .collect()
-    };
-    let by_text = alone(&["--text", "small left pleural effusion"]);
-    let by_image = alone(&["--image", &image]);
+    let by_text = s.search_json(i, &["--text", "small left pleural effusion"]);
+    let by_image = s.search_json(i, &["--image", &image]);
 
-    let queries = format!(
-        "small left pleural effusion\n\n{{\"id\": \"q2\", \"image\": {image:?}}}\n\
-         {{\"text\": \"effusion\", \"image\": {image:?}}}\nnot json {{\n\
-         {{\"id\": \"q5\", \"image\": \"{a}/missing.png\"}}\n{{\"id\": \"q6\", \"text\": \"cardiomegaly\"}}\n"
+    let file = s.write(
+        "queries.txt",
+        &format!(
+            "small left pleural effusion\n\n{{\"id\": \"q2\", \"image\": {image:?}}}\n\
+             {{\"text\": \"effusion\", \"image\": {image:?}}}\nnot json {{\n\
+             {{\"id\": \"q5\", \"image\": \"{a}/missing.png\"}}\n{{\"id\": \"q6\", \"text\": \"cardiomegaly\"}}\n"
+        ),
     );
-    let file = dir.path().join("queries.txt");
-    std::fs::write(&file, &queries).unwrap();
-    let o = cxr(&[
-        "search",
-        i,
-        "--model",
-        m,
-        "--json",
-        "--queries",
-        file.to_str().unwrap(),
-    ]);
+    let o = cxr(&["search", i, "--model", m, "--json", "--queries", &file]);
     let (out, err) = text(&o);
     // Two bad lines (both text and image; a missing file) make the exit status 1.
     assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
-    let answers: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let answers: Vec<serde_json::Value> = out.lines().map(parse).collect();
     // Lines 1, 3, 5 and 7 answered, lines 4 and 6 reported; the blank line is skipped. Line 5,
     // "not json {", is a text query like any plain line.
     assert_eq!(answers.len(), 6, "{out}");
-    assert_eq!(ids(&answers[0]), ids(&by_text));
+    assert_eq!(hit_ids(&answers[0]), hit_ids(&by_text));
     assert_eq!(answers[1]["id"], "q2");
-    assert_eq!(ids(&answers[1]), ids(&by_image));
+    assert_eq!(hit_ids(&answers[1]), hit_ids(&by_image));
     assert_eq!(answers[1]["results"][0]["id"], "img2");
     assert_eq!(answers[2]["line"], 4);
     assert!(
@@ -590,63 +458,34 @@ fn queries_from_a_file_or_stdin_are_answered_one_per_line() {
 /// that asks for others is refused without touching the index.
 #[test]
 fn hnsw_parameters_are_chosen_when_the_index_is_created() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = make_model(dir.path());
-    let archive = make_archive(dir.path());
-    let idx = dir.path().join("idx");
-    let (m, a, i) = (
-        model.to_str().unwrap(),
-        archive.to_str().unwrap(),
-        idx.to_str().unwrap(),
-    );
-    let create = [
-        "index",
-        a,
-        "--out",
-        i,
-        "--model",
-        m,
-        "--hnsw-m",
-        "8",
-        "--ef-construction",
-        "40",
-    ];
-    let o = cxr(&create);
+    let s = Setup::new();
+    let i = &s.path("idx");
+    let create = ["--hnsw-m", "8", "--ef-construction", "40"];
+    let o = s.index(i, &create);
     assert!(o.status.success(), "{}", text(&o).1);
-    let (out, _) = text(&cxr(&["info", i]));
+    let out = succeed(&["info", i]);
     assert!(out.contains("HNSW, M 8, ef_construction 40"), "{out}");
-    let (json, _) = text(&cxr(&["info", i, "--json"]));
-    let manifest: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    let manifest = parse(&succeed(&["info", i, "--json"]));
     assert_eq!(manifest["hnsw"]["max_nb_connection"], 8);
     assert_eq!(manifest["hnsw"]["ef_construction"], 40);
     // The same values, or none, are accepted on a re-run; others are refused.
-    for ok in [&create[..], &create[..6]] {
-        let o = cxr(ok);
+    for ok in [&create[..], &[]] {
+        let o = s.index(i, ok);
         assert!(o.status.success(), "{}", text(&o).1);
     }
-    let o = cxr(&[
-        "index",
-        a,
-        "--out",
-        i,
-        "--model",
-        m,
-        "--ef-construction",
-        "50",
-    ]);
+    let o = s.index(i, &["--ef-construction", "50"]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("was built with --ef-construction 40"), "{err}");
-    let o = cxr(&["index", a, "--out", i, "--model", m, "--hnsw-m", "1"]);
+    let o = s.index(i, &["--hnsw-m", "1"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
-    let o = cxr(&["check", i]);
-    assert!(o.status.success(), "{}", text(&o).0);
+    succeed(&["check", i]);
 }
 
 #[test]
 fn files_whose_ids_clash_are_all_indexed_in_one_batch_or_across_batches() {
     let dir = tempfile::tempdir().unwrap();
-    let model = make_model(dir.path());
+    let m = &path_str(&make_model(dir.path()));
     let archive = dir.path().join("clash");
     // Three PNGs named alike in three folders: their natural id (the file stem) is the same.
     // With one file per batch, the ids given earlier in the run are the writer's to answer for.
@@ -656,10 +495,9 @@ fn files_whose_ids_clash_are_all_indexed_in_one_batch_or_across_batches() {
             .save(archive.join(sub).join("scan.png"))
             .unwrap();
     }
-    let (m, a) = (model.to_str().unwrap(), archive.to_str().unwrap());
+    let a = &path_str(&archive);
     for batch in ["32", "1"] {
-        let idx = dir.path().join(format!("idx-{batch}"));
-        let i = idx.to_str().unwrap();
+        let i = &path_str(&dir.path().join(format!("idx-{batch}")));
         let args = ["index", a, "--out", i, "--model", m, "--batch-size", batch];
         let o = cxr(&args);
         let (out, err) = text(&o);
@@ -669,9 +507,7 @@ fn files_whose_ids_clash_are_all_indexed_in_one_batch_or_across_batches() {
         assert!(err.contains("indexed as scan+b/scan.png"), "{err}");
         assert!(err.contains("indexed as scan+c/scan.png"), "{err}");
         // A re-run recognises each by its path.
-        let o = cxr(&args);
-        let (out, err) = text(&o);
-        assert!(o.status.success(), "{out}\n{err}");
+        let out = succeed(&args);
         assert!(out.contains("indexed 0 images"), "batch {batch}: {out}");
         assert!(
             out.contains("skipped 3 already indexed"),
@@ -687,17 +523,17 @@ fn nothing_indexable_exits_one_and_bad_usage_two() {
     let junk = dir.path().join("junk");
     std::fs::create_dir(&junk).unwrap();
     std::fs::write(junk.join("a.png"), b"").unwrap();
-    let idx = dir.path().join("idx");
+    let i = &path_str(&dir.path().join("idx"));
     let o = cxr(&[
         "index",
-        junk.to_str().unwrap(),
+        &path_str(&junk),
         "--out",
-        idx.to_str().unwrap(),
+        i,
         "--model",
-        model.to_str().unwrap(),
+        &path_str(&model),
     ]);
     assert_eq!(o.status.code(), Some(1));
-    let o = cxr(&["index", "/no/such/folder", "--out", idx.to_str().unwrap()]);
+    let o = cxr(&["index", "/no/such/folder", "--out", i]);
     assert_eq!(o.status.code(), Some(2));
     let (_, err) = text(&o);
     assert!(err.contains("/no/such/folder"), "{err}");
@@ -705,23 +541,12 @@ fn nothing_indexable_exits_one_and_bad_usage_two() {
 
 #[test]
 fn check_passes_a_good_index_and_names_the_damage() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = make_model(dir.path());
-    let archive = make_archive(dir.path());
-    let idx = dir.path().join("idx");
-    let i = idx.to_str().unwrap();
-    let o = cxr(&[
-        "index",
-        archive.to_str().unwrap(),
-        "--out",
-        i,
-        "--model",
-        model.to_str().unwrap(),
-    ]);
-    assert!(o.status.success());
-    let o = cxr(&["check", i]);
-    let (out, _) = text(&o);
-    assert!(o.status.success(), "{out}");
+    let s = Setup::new();
+    let idx = s.dir.path().join("idx");
+    let i = &path_str(&idx);
+    let o = s.index(i, &[]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let out = succeed(&["check", i]);
     assert!(out.trim_end().ends_with(": ok"), "{out}");
 
     let vectors = std::fs::read_dir(&idx)
@@ -750,57 +575,46 @@ fn check_passes_a_good_index_and_names_the_damage() {
 /// space without changing what search returns.
 #[test]
 fn incremental_updates_delete_and_compact() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = make_model(dir.path());
-    let archive = make_archive(dir.path());
+    let s = Setup::new();
+    let archive = Path::new(&s.archive);
     for name in ["notes.png", "cut.png"] {
         std::fs::remove_file(archive.join(name)).unwrap();
     }
-    let idx = dir.path().join("idx");
-    let (m, a, i) = (
-        model.to_str().unwrap(),
-        archive.to_str().unwrap(),
-        idx.to_str().unwrap(),
-    );
-    let index = |extra: &[&str]| {
-        let mut args = vec!["index", a, "--out", i, "--model", m, "--json"];
-        args.extend_from_slice(extra);
-        let o = cxr(&args);
+    let (a, i) = (s.archive.as_str(), &s.path("idx"));
+    let index = || {
+        let o = s.index(i, &["--json"]);
         let (out, err) = text(&o);
         assert!(o.status.success(), "{out}\n{err}");
-        let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        (summary, err)
+        (parse(&out), err)
     };
-    let (s, _) = index(&[]);
-    assert_eq!(s["indexed"], 3);
+    let (v, _) = index();
+    assert_eq!(v["indexed"], 3);
 
     // Unchanged: skipped. A copy under a new name: skipped as a duplicate, named.
     std::fs::copy(archive.join("img2.png"), archive.join("copy-of-img2.png")).unwrap();
-    let (s, err) = index(&[]);
+    let (v, err) = index();
     assert_eq!(
-        (s["indexed"].as_u64(), s["skipped"].as_u64()),
+        (v["indexed"].as_u64(), v["skipped"].as_u64()),
         (Some(0), Some(3))
     );
-    assert_eq!(s["duplicates"], 1);
+    assert_eq!(v["duplicates"], 1);
     assert!(err.contains("copy-of-img2.png") && err.contains("same content as img2.png"));
 
     // A file rewritten in place with other pixels replaces its document (same id, one copy).
     image::GrayImage::from_fn(48, 40, |x, _| image::Luma([(x * 5) as u8]))
         .save(archive.join("img1.png"))
         .unwrap();
-    let (s, err) = index(&[]);
+    let (v, err) = index();
     assert_eq!(
-        (s["indexed"].as_u64(), s["replaced"].as_u64()),
+        (v["indexed"].as_u64(), v["replaced"].as_u64()),
         (Some(1), Some(1))
     );
-    assert_eq!(s["documents"], 3);
+    assert_eq!(v["documents"], 3);
     assert!(err.contains("img1.png") && err.contains("changed since it was indexed"));
 
     // A removed file: --missing finds it (dry run first), an unknown id is named, exit 1.
     std::fs::remove_file(archive.join("sub/img3.png")).unwrap();
-    let o = cxr(&["delete", i, "--missing", a, "--dry-run"]);
-    let (out, _) = text(&o);
-    assert!(o.status.success());
+    let out = succeed(&["delete", i, "--missing", a, "--dry-run"]);
     assert!(
         out.starts_with("img3\n") && out.contains("would delete 1"),
         "{out}"
@@ -817,7 +631,7 @@ fn incremental_updates_delete_and_compact() {
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
     assert!(err.contains("no-such-doc: no such document"), "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = parse(&out);
     assert_eq!(
         (v["deleted"].as_u64(), v["documents"].as_u64()),
         (Some(1), Some(2))
@@ -826,40 +640,19 @@ fn incremental_updates_delete_and_compact() {
     let o = cxr(&["delete", i, "--missing", "/no/such/archive"]);
     assert_eq!(o.status.code(), Some(2));
 
-    let search_ids = || {
-        let o = cxr(&[
-            "search",
-            i,
-            "--image",
-            &format!("{a}/img2.png"),
-            "--model",
-            m,
-            "--json",
-        ]);
-        assert!(o.status.success(), "{:?}", text(&o));
-        let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
-        v["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["id"].as_str().unwrap().to_string())
-            .collect::<Vec<_>>()
-    };
+    let query = format!("{a}/img2.png");
+    let search_ids = || hit_ids(&s.search_json(i, &["--image", &query]));
     let before = search_ids();
     assert_eq!(before.len(), 2);
     assert!(!before.contains(&"img3".to_string()));
 
-    let o = cxr(&["compact", i, "--json"]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = parse(&succeed(&["compact", i, "--json"]));
     assert_eq!(
         (v["vectors_removed"].as_u64(), v["vector_count"].as_u64()),
         (Some(2), Some(2))
     );
     assert_eq!(search_ids(), before);
-    let o = cxr(&["check", i]);
-    assert!(o.status.success(), "{:?}", text(&o));
+    succeed(&["check", i]);
 
     // Two new files with one content in one run: the first is indexed, the second is named
     // as its copy (the earlier copy of img2 still is one).
@@ -867,9 +660,9 @@ fn incremental_updates_delete_and_compact() {
         .save(archive.join("new-a.png"))
         .unwrap();
     std::fs::copy(archive.join("new-a.png"), archive.join("new-b.png")).unwrap();
-    let (s, err) = index(&[]);
+    let (v, err) = index();
     assert_eq!(
-        (s["indexed"].as_u64(), s["duplicates"].as_u64()),
+        (v["indexed"].as_u64(), v["duplicates"].as_u64()),
         (Some(1), Some(2)),
         "{err}"
     );
@@ -882,41 +675,23 @@ fn incremental_updates_delete_and_compact() {
 #[test]
 fn checkpoint_folders_index_search_and_refuse_what_they_cannot_embed() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity");
-    let dino = fixtures.join("dinov2");
+    let dino = &path_str(&fixtures.join("dinov2"));
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive");
     std::fs::create_dir(&archive).unwrap();
     let png = archive.join("a.png");
     std::fs::copy(fixtures.join("image.png"), &png).unwrap();
-    let idx = dir.path().join("idx");
-    let i = idx.to_str().unwrap();
-    let a = archive.to_str().unwrap();
-    let o = cxr(&["index", a, "--out", i, "--model", dino.to_str().unwrap()]);
-    assert!(o.status.success(), "{:?}", text(&o));
+    let i = &path_str(&dir.path().join("idx"));
+    let a = &path_str(&archive);
+    succeed(&["index", a, "--out", i, "--model", dino]);
 
-    let (info, _) = text(&cxr(&["info", i]));
+    let info = succeed(&["info", i]);
     assert!(info.contains("dinov2"), "{info}");
 
-    let o = cxr(&[
-        "search",
-        i,
-        "--image",
-        png.to_str().unwrap(),
-        "--model",
-        dino.to_str().unwrap(),
-    ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
+    let out = succeed(&["search", i, "--image", &path_str(&png), "--model", dino]);
     assert!(out.contains("a"), "{out}");
 
-    let o = cxr(&[
-        "search",
-        i,
-        "--text",
-        "effusion",
-        "--model",
-        dino.to_str().unwrap(),
-    ]);
+    let o = cxr(&["search", i, "--text", "effusion", "--model", dino]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("no text tower"), "{err}");
@@ -925,9 +700,9 @@ fn checkpoint_folders_index_search_and_refuse_what_they_cannot_embed() {
         "index",
         a,
         "--out",
-        dir.path().join("idx2").to_str().unwrap(),
+        &path_str(&dir.path().join("idx2")),
         "--model",
-        fixtures.join("bert").to_str().unwrap(),
+        &path_str(&fixtures.join("bert")),
     ]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
@@ -961,14 +736,13 @@ fn make_nih_like(dir: &Path) -> PathBuf {
 
 #[test]
 fn rerank_trains_reorders_text_hits_and_refuses_what_it_cannot_score() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = make_model(dir.path());
-    let m = model.to_str().unwrap();
-    let data = make_nih_like(dir.path());
-    let o = cxr(&[
+    let s = Setup::new();
+    let (a, m) = (s.archive.as_str(), s.model.as_str());
+    let data = make_nih_like(s.dir.path());
+    let out = succeed(&[
         "train-reranker",
         "--data",
-        data.to_str().unwrap(),
+        &path_str(&data),
         "--model",
         m,
         "--epochs",
@@ -983,9 +757,8 @@ fn rerank_trains_reorders_text_hits_and_refuses_what_it_cannot_score() {
         "1",
         "-q",
     ]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("trained the reranker for 2 epochs"), "{out}");
+    let model = Path::new(m);
     assert!(model.join("reranker/model.safetensors").is_file());
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(model.join("reranker/config.json")).unwrap())
@@ -993,11 +766,8 @@ fn rerank_trains_reorders_text_hits_and_refuses_what_it_cannot_score() {
     assert_eq!(config["format"], "cxr-reranker");
     assert_eq!(config["training"]["history"].as_array().unwrap().len(), 2);
 
-    let archive = make_archive(dir.path());
-    let a = archive.to_str().unwrap();
-    let idx = dir.path().join("idx");
-    let i = idx.to_str().unwrap();
-    let o = cxr(&["index", a, "--out", i, "--model", m, "-q"]);
+    let i = &s.path("idx");
+    let o = s.index(i, &["-q"]);
     assert!(o.status.success(), "{:?}", text(&o));
     let search = |extra: &[&str]| {
         let mut args = vec!["search", i, "--text", "pleural effusion", "--model", m];
@@ -1006,10 +776,17 @@ fn rerank_trains_reorders_text_hits_and_refuses_what_it_cannot_score() {
     };
 
     // Every hit of the top 5 gets a match probability; the text output says it was reranked.
-    let o = search(&["--rerank", "5", "--image-root", a, "--json"]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = s.search_json(
+        i,
+        &[
+            "--text",
+            "pleural effusion",
+            "--rerank",
+            "5",
+            "--image-root",
+            a,
+        ],
+    );
     let results = v["results"].as_array().unwrap();
     assert_eq!(results.len(), 3);
     let probs: Vec<f64> = results
@@ -1030,8 +807,9 @@ fn rerank_trains_reorders_text_hits_and_refuses_what_it_cannot_score() {
     assert!(!out.contains("\"rerank\""), "{out}");
 
     // A candidate whose file is gone keeps its place, named by document id.
-    let moved = dir.path().join("img2.png");
-    std::fs::rename(archive.join("img2.png"), &moved).unwrap();
+    let moved = s.dir.path().join("img2.png");
+    let img2 = Path::new(a).join("img2.png");
+    std::fs::rename(&img2, &moved).unwrap();
     let o = search(&["--rerank", "5", "--image-root", a, "--json"]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
@@ -1039,7 +817,7 @@ fn rerank_trains_reorders_text_hits_and_refuses_what_it_cannot_score() {
         err.contains("document img2: not reranked") && err.contains("kept at its first-stage"),
         "{err}"
     );
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = parse(&out);
     let gone = v["results"]
         .as_array()
         .unwrap()
@@ -1047,22 +825,20 @@ fn rerank_trains_reorders_text_hits_and_refuses_what_it_cannot_score() {
         .find(|r| r["id"] == "img2")
         .unwrap();
     assert!(gone.get("rerank").is_none());
-    std::fs::rename(&moved, archive.join("img2.png")).unwrap();
+    std::fs::rename(&moved, &img2).unwrap();
 
     // Report-only documents cannot be reranked: said once, order kept.
-    let reports = dir.path().join("reports.jsonl");
-    std::fs::write(&reports, REPORTS).unwrap();
-    let o = cxr(&[
+    let reports = s.write("reports.jsonl", REPORTS);
+    succeed(&[
         "index",
         "--reports",
-        reports.to_str().unwrap(),
+        &reports,
         "--out",
         i,
         "--model",
         m,
         "-q",
     ]);
-    assert!(o.status.success(), "{:?}", text(&o));
     let o = search(&["--rerank", "10", "--image-root", a]);
     let (_, err) = text(&o);
     assert!(o.status.success(), "{err}");
@@ -1074,106 +850,85 @@ fn rerank_trains_reorders_text_hits_and_refuses_what_it_cannot_score() {
     );
 
     // Refusals, each with its reason.
-    let o = search(&["--rerank", "5", "--image-root", a, "--reranker", i]);
-    assert_eq!(o.status.code(), Some(2));
-    let (_, err) = text(&o);
-    assert!(err.contains("no reranker here"), "{err}");
-    let o = search(&["--rerank", "5"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).1.contains("give --image-root"), "{:?}", text(&o));
-    let q = archive.join("img1.png");
-    let o = cxr(&[
-        "search",
-        i,
-        "--image",
-        q.to_str().unwrap(),
-        "--rerank",
-        "5",
-        "--model",
-        m,
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        text(&o).1.contains("applies to --text queries"),
-        "{:?}",
-        text(&o)
+    let refused = |args: &[&str], reason: &str| {
+        let o = cxr(args);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(reason), "{err}");
+    };
+    let text_query = ["search", i, "--text", "pleural effusion", "--model", m];
+    refused(
+        &[
+            &text_query[..],
+            &["--rerank", "5", "--image-root", a, "--reranker", i],
+        ]
+        .concat(),
+        "no reranker here",
     );
-    let deid = dir.path().join("deid");
-    let d = deid.to_str().unwrap();
-    let o = cxr(&["index", a, "--out", d, "--deidentify", "--model", m, "-q"]);
-    assert!(o.status.success(), "{:?}", text(&o));
-    let o = cxr(&[
-        "search",
-        d,
-        "--text",
-        "effusion",
-        "--rerank",
-        "5",
-        "--image-root",
-        a,
-        "--model",
-        m,
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        text(&o).1.contains("built with --deidentify"),
-        "{:?}",
-        text(&o)
+    refused(
+        &[&text_query[..], &["--rerank", "5"]].concat(),
+        "give --image-root",
+    );
+    let q = format!("{a}/img1.png");
+    refused(
+        &["search", i, "--image", &q, "--rerank", "5", "--model", m],
+        "applies to --text queries",
+    );
+    let d = &s.path("deid");
+    succeed(&["index", a, "--out", d, "--deidentify", "--model", m, "-q"]);
+    refused(
+        &[
+            "search",
+            d,
+            "--text",
+            "effusion",
+            "--rerank",
+            "5",
+            "--image-root",
+            a,
+            "--model",
+            m,
+        ],
+        "built with --deidentify",
     );
     // A reranker trained for another model is refused.
-    let other = make_model_seeded(dir.path(), "other", 4);
-    let other_idx = dir.path().join("other-idx");
-    let oi = other_idx.to_str().unwrap();
-    let o = cxr(&[
-        "index",
-        a,
-        "--out",
-        oi,
-        "--model",
-        other.to_str().unwrap(),
-        "-q",
-    ]);
-    assert!(o.status.success());
-    let reranker = model.join("reranker");
-    let o = cxr(&[
-        "search",
-        oi,
-        "--text",
-        "effusion",
-        "--rerank",
-        "5",
-        "--image-root",
-        a,
-        "--model",
-        other.to_str().unwrap(),
-        "--reranker",
-        reranker.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        text(&o).1.contains("was trained for model"),
-        "{:?}",
-        text(&o)
+    let other = &path_str(&make_model_seeded(s.dir.path(), "other", 4));
+    let oi = &s.path("other-idx");
+    succeed(&["index", a, "--out", oi, "--model", other, "-q"]);
+    let reranker = path_str(&model.join("reranker"));
+    refused(
+        &[
+            "search",
+            oi,
+            "--text",
+            "effusion",
+            "--rerank",
+            "5",
+            "--image-root",
+            a,
+            "--model",
+            other,
+            "--reranker",
+            &reranker,
+        ],
+        "was trained for model",
     );
 
     // eval reranks text queries.
-    let queries = dir.path().join("q.jsonl");
-    std::fs::write(
-        &queries,
+    let queries = s.write(
+        "q.jsonl",
         r#"{"id": "q1", "corpus": "t", "group": "finding", "text": "pleural effusion"}
 "#,
-    )
-    .unwrap();
-    let qrels = dir.path().join("qrels.txt");
-    std::fs::write(&qrels, "q1 0 img1 2\nq1 0 img3 1\n").unwrap();
-    let run = dir.path().join("rerank.run");
+    );
+    let qrels = s.write("qrels.txt", "q1 0 img1 2\nq1 0 img3 1\n");
+    let run = s.path("rerank.run");
     let o = cxr(&[
         "eval",
         i,
         "--queries",
-        queries.to_str().unwrap(),
+        &queries,
         "--qrels",
-        qrels.to_str().unwrap(),
+        &qrels,
         "--model",
         m,
         "--rerank",
@@ -1181,7 +936,7 @@ fn rerank_trains_reorders_text_hits_and_refuses_what_it_cannot_score() {
         "--image-root",
         a,
         "--run",
-        run.to_str().unwrap(),
+        &run,
     ]);
     let (_, err) = text(&o);
     assert!(o.status.success(), "{err}");
@@ -1199,13 +954,18 @@ fn rerank_trains_reorders_text_hits_and_refuses_what_it_cannot_score() {
         .map(|l| field(l, 4).parse().unwrap())
         .collect();
     assert!(run_scores.windows(2).all(|w| w[0] > w[1]), "{run_scores:?}");
-    let o = search(&["--rerank", "3", "--image-root", a, "--json", "-k", "3"]);
-    let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
-    let search_ids: Vec<String> = v["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(run_ids, search_ids);
+    let v = s.search_json(
+        i,
+        &[
+            "--text",
+            "pleural effusion",
+            "--rerank",
+            "3",
+            "--image-root",
+            a,
+            "-k",
+            "3",
+        ],
+    );
+    assert_eq!(run_ids, hit_ids(&v));
 }
