@@ -35,6 +35,12 @@ pub enum Preset {
     /// convolution, 16-32-64-128 channels; 97k parameters in the image tower): what trains from
     /// a few hundred radiographs, where a ViT learns nothing, at a cost CPU training can pay.
     Cnn64,
+    /// ViT-B/16 image tower (224 px, 86M parameters, 17.5 GMACs per image) with the `small`
+    /// text tower: the size of CheXzero's and BiomedCLIP's image encoders, for GPUs.
+    ///
+    /// 12 layers, 768 wide, 12 heads, patch 16. `benches/gpu.sh` measures a GPU's images/s
+    /// with it against the card's arithmetic limit.
+    VitB16,
 }
 
 /// What `init_random` builds.
@@ -59,7 +65,7 @@ pub fn init_random(dir: &Path, opts: &InitOptions) -> Result<DualEncoder, ModelE
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let vocab_target = match opts.preset {
         Preset::Test => 500,
-        Preset::Small => 6000,
+        Preset::Small | Preset::VitB16 => 6000,
         Preset::Tiny64 | Preset::Cnn64 => 4000,
     };
     let tokenizer = train_tokenizer(&opts.corpus, vocab_target)?;
@@ -136,11 +142,13 @@ fn preset_config(name: &str, preset: Preset, vocab_size: usize) -> ModelConfig {
     let (image_size, patch, vit_hidden, vit_layers, vit_heads) = match preset {
         Preset::Test => (32, 8, 32, 1, 2),
         Preset::Small => (224, 16, 192, 4, 3),
+        Preset::VitB16 => (224, 16, 768, 12, 12),
         Preset::Tiny64 | Preset::Cnn64 => (64, 8, 128, 4, 4),
     };
     let (bert_hidden, bert_layers, bert_heads, max_len, embed_dim) = match preset {
         Preset::Test => (32, 1, 2, 64, 32),
         Preset::Small => (256, 3, 4, 128, 256),
+        Preset::VitB16 => (256, 3, 4, 128, 512),
         Preset::Tiny64 | Preset::Cnn64 => (128, 2, 4, 64, 128),
     };
     let preprocess = PreprocessConfig {

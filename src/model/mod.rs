@@ -58,7 +58,14 @@ pub fn device(name: &str) -> Result<candle_core::Device, ModelError> {
                     "this build has no CUDA support; rebuild with `--features cuda`".into(),
                 ));
             }
-            candle_core::Device::new_cuda(ordinal).map_err(|e| ModelError::Device(e.to_string()))
+            candle_core::Device::new_cuda(ordinal).map_err(|e| {
+                // The error alone: candle attaches a backtrace when RUST_BACKTRACE is set.
+                let e = match e {
+                    candle_core::Error::WithBacktrace { inner, .. } => *inner,
+                    e => e,
+                };
+                ModelError::Device(format!("cannot open CUDA device {ordinal}: {e}"))
+            })
         }
         n => Err(ModelError::Device(format!(
             "unknown device `{n}` (expected cpu, cuda or cuda:N)"
@@ -109,5 +116,27 @@ pub(crate) mod testing {
             .unwrap()
             .to_scalar()
             .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device;
+
+    /// `--device` names: a mistyped one, or CUDA asked of a build without it, is refused with
+    /// what to do, before any model is read.
+    #[test]
+    fn device_names_are_checked() {
+        assert!(device("cpu").unwrap().is_cpu());
+        let message = |name: &str| {
+            device(name)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(message("tpu").contains("unknown device `tpu`"));
+        assert!(message("cuda:x").contains("bad device `cuda:x`"));
+        #[cfg(not(feature = "cuda"))]
+        assert!(message("cuda").contains("rebuild with `--features cuda`"));
     }
 }
