@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-/// The allocator `cxr` runs with (src/main.rs), so that the benches measure what users run.
+/// The allocator `cxr` runs with (src/cli/main.rs), so that the benches measure what users run.
 #[global_allocator]
 static ALLOCATOR: cxr_search::ingest::alloc_ceiling::CeilingAllocator<mimalloc::MiMalloc> =
     cxr_search::ingest::alloc_ceiling::CeilingAllocator::new(mimalloc::MiMalloc);
