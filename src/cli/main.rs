@@ -91,7 +91,7 @@ enum Command {
 }
 
 #[derive(Args)]
-pub(crate) struct ModelArgs {
+struct ModelArgs {
     /// Model folder (config.json, tokenizer.json, model.safetensors) [default: $CXR_MODEL or
     /// models/default]
     #[arg(long)]
@@ -154,7 +154,7 @@ fn main() -> ExitCode {
 
 /// Decoding for images that `model` will embed: no finer than its preprocessing needs, so that
 /// index and query images go through the same decode.
-pub(crate) fn decode_options_for(model: Option<&DualEncoder>) -> DecodeOptions {
+fn decode_options_for(model: Option<&DualEncoder>) -> DecodeOptions {
     DecodeOptions {
         min_side: model
             .and_then(DualEncoder::preprocess_config)
@@ -163,17 +163,14 @@ pub(crate) fn decode_options_for(model: Option<&DualEncoder>) -> DecodeOptions {
     }
 }
 
-pub(crate) fn load_model(args: &ModelArgs) -> Result<DualEncoder> {
+fn load_model(args: &ModelArgs) -> Result<DualEncoder> {
     let dir = args.model.clone().unwrap_or_else(model::default_model_dir);
     let device = model::device(&args.device)?;
     DualEncoder::load(&dir, &device).with_context(|| format!("loading model {}", dir.display()))
 }
 
 /// Opens an index and, when it holds image vectors, the model that must embed its queries.
-pub(crate) fn open_for_search(
-    index_dir: &Path,
-    args: &ModelArgs,
-) -> Result<(Index, Option<DualEncoder>)> {
+fn open_for_search(index_dir: &Path, args: &ModelArgs) -> Result<(Index, Option<DualEncoder>)> {
     let index =
         Index::open(index_dir).with_context(|| format!("opening index {}", index_dir.display()))?;
     let model = if index.manifest().vector_count > 0 {

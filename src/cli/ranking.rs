@@ -28,13 +28,13 @@ pub(crate) struct RankingArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum FusionKind {
+enum FusionKind {
     Convex,
     Rrf,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
-pub(crate) enum SignalKind {
+enum SignalKind {
     Vector,
     Text,
 }
@@ -54,7 +54,7 @@ impl RankingArgs {
     }
 }
 
-pub(crate) fn unit_interval(s: &str) -> Result<f32, String> {
+fn unit_interval(s: &str) -> Result<f32, String> {
     let w: f32 = s.parse().map_err(|e| format!("{e}"))?;
     if (0.0..=1.0).contains(&w) {
         Ok(w)

@@ -135,7 +135,7 @@ pub(crate) fn cmd_search(args: SearchArgs) -> Result<ExitCode> {
 }
 
 /// One query of `cxr search`: from `--text` / `--image`, or a line of `--queries`.
-pub(crate) enum BatchQuery {
+enum BatchQuery {
     Text(String),
     Image(PathBuf),
 }
@@ -169,7 +169,7 @@ impl BatchQuery {
 }
 
 /// What `cxr search` sets up once (index, model, reranker, options) and every query reuses.
-pub(crate) struct SearchSession<'a> {
+struct SearchSession<'a> {
     index: &'a Index,
     model: Option<&'a DualEncoder>,
     searcher: Searcher<'a>,
@@ -288,7 +288,7 @@ impl SearchSession<'_> {
 }
 
 /// Indexes made before denied findings were indexed apart cannot answer "no pneumothorax".
-pub(crate) fn warn_if_denials_unindexed(index: &Index, query: &str) {
+fn warn_if_denials_unindexed(index: &Index, query: &str) {
     if search::ParsedQuery::parse(query).has_negation()
         && !index.has_text_field(cxr_index::TextField::Negated)
     {
@@ -300,7 +300,7 @@ pub(crate) fn warn_if_denials_unindexed(index: &Index, query: &str) {
 }
 
 /// Which lists ranked a hit and where, e.g. `v3 t1` (vector rank 3, text rank 1).
-pub(crate) fn ranked_by(h: &search::Hit) -> String {
+fn ranked_by(h: &search::Hit) -> String {
     let mut parts = Vec::with_capacity(2);
     if let Some((rank, _)) = h.vector {
         parts.push(format!("v{rank}"));
@@ -312,7 +312,7 @@ pub(crate) fn ranked_by(h: &search::Hit) -> String {
 }
 
 /// The report sections of a stored document, in reading order.
-pub(crate) fn report_text(fields: &std::collections::BTreeMap<String, String>) -> String {
+fn report_text(fields: &std::collections::BTreeMap<String, String>) -> String {
     let order = ["findings", "impression", "report", "text", "clinical_notes"];
     order
         .iter()
