@@ -709,6 +709,29 @@ fn checkpoint_folders_index_search_and_refuse_what_they_cannot_embed() {
     assert!(err.contains("text only"), "{err}");
 }
 
+/// `cxr search IDX --text effusion --rerank 5 --image-root ROOT --model MODEL EXTRA...`
+fn reranked_query<'a>(
+    idx: &'a str,
+    model: &'a str,
+    root: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "search",
+        idx,
+        "--text",
+        "effusion",
+        "--rerank",
+        "5",
+        "--image-root",
+        root,
+        "--model",
+        model,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// A tiny NIH-shaped data folder: bright images labelled Effusion, dark ones No Finding, in
 /// `train/` (8) and `valid/` (4), with `labels.csv`.
 fn make_nih_like(dir: &Path) -> PathBuf {
@@ -876,41 +899,14 @@ fn rerank_trains_reorders_text_hits_and_refuses_what_it_cannot_score() {
     );
     let d = &s.path("deid");
     succeed(&["index", a, "--out", d, "--deidentify", "--model", m, "-q"]);
-    refused(
-        &[
-            "search",
-            d,
-            "--text",
-            "effusion",
-            "--rerank",
-            "5",
-            "--image-root",
-            a,
-            "--model",
-            m,
-        ],
-        "built with --deidentify",
-    );
+    refused(&reranked_query(d, m, a, &[]), "built with --deidentify");
     // A reranker trained for another model is refused.
     let other = &path_str(&make_model_seeded(s.dir.path(), "other", 4));
     let oi = &s.path("other-idx");
     succeed(&["index", a, "--out", oi, "--model", other, "-q"]);
     let reranker = path_str(&model.join("reranker"));
     refused(
-        &[
-            "search",
-            oi,
-            "--text",
-            "effusion",
-            "--rerank",
-            "5",
-            "--image-root",
-            a,
-            "--model",
-            other,
-            "--reranker",
-            &reranker,
-        ],
+        &reranked_query(oi, other, a, &["--reranker", &reranker]),
         "was trained for model",
     );
 
