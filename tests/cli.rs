@@ -539,6 +539,35 @@ fn nothing_indexable_exits_one_and_bad_usage_two() {
     assert!(err.contains("/no/such/folder"), "{err}");
 }
 
+/// What the walk cannot follow (a broken link) is a failure named once, with its reason; the
+/// files around it are indexed.
+#[cfg(unix)]
+#[test]
+fn unwalkable_entries_are_reported_once_and_the_rest_is_indexed() {
+    let s = Setup::new();
+    let archive = Path::new(&s.archive);
+    for name in ["notes.png", "cut.png"] {
+        std::fs::remove_file(archive.join(name)).unwrap();
+    }
+    std::os::unix::fs::symlink(archive.join("gone.png"), archive.join("sub/link.png")).unwrap();
+    let idx = s.dir.path().join("idx");
+    let o = s.index(&path_str(&idx), &["--json"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let summary = parse(&out);
+    assert_eq!(summary["indexed"], 3);
+    assert_eq!(summary["failed"], 1);
+    let named: Vec<&str> = err.lines().filter(|l| l.contains("link.png")).collect();
+    assert_eq!(named.len(), 1, "{err}");
+    assert!(
+        named[0].ends_with("cannot walk: No such file or directory (os error 2)"),
+        "{err}"
+    );
+    let errors = std::fs::read_to_string(idx.join("errors.jsonl")).unwrap();
+    assert_eq!(errors.lines().count(), 1, "{errors}");
+    assert!(errors.contains("link.png"), "{errors}");
+}
+
 #[test]
 fn check_passes_a_good_index_and_names_the_damage() {
     let s = Setup::new();

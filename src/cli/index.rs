@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -206,20 +207,14 @@ pub(crate) fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
     });
     let privacy = IndexPrivacy::load_or_create(&args.out, requested, !writer.is_empty())?;
 
-    let mut files = Vec::new();
+    // The archive is walked twice: once here to count its files (the progress bar's length)
+    // and report what cannot be walked, then again by the indexer as it goes, so that its file
+    // list is never held whole (a path per file: about 100 bytes).
+    let mut file_count = 0usize;
     let mut walk_failures = 0usize;
-    let roots: Vec<std::sync::Arc<Path>> = args.inputs.iter().map(|r| r.as_path().into()).collect();
-    let no_root: std::sync::Arc<Path> = Path::new("").into();
     for item in walk::walk(&args.inputs) {
         match item {
-            Ok(path) => {
-                let root = roots
-                    .iter()
-                    .find(|r| path.starts_with(r))
-                    .unwrap_or(&no_root)
-                    .clone();
-                files.push((path, root));
-            }
+            Ok(_) => file_count += 1,
             Err((path, reason)) => {
                 eprintln!("cxr: {}: {reason}", path.display());
                 writer.record_failure(&privacy.stored_path(&path.to_string_lossy()), &reason)?;
@@ -227,8 +222,20 @@ pub(crate) fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
             }
         }
     }
+    let roots: Vec<Arc<Path>> = args.inputs.iter().map(|r| r.as_path().into()).collect();
+    let no_root: Arc<Path> = Path::new("").into();
+    // What cannot be walked was reported by the count.
+    let files = walk::walk(&args.inputs).filter_map(move |item| {
+        let path = item.ok()?;
+        let root = roots
+            .iter()
+            .find(|r| path.starts_with(r))
+            .unwrap_or(&no_root);
+        Some((path, root.clone()))
+    });
     let job = IndexJob {
-        files,
+        files: Box::new(files),
+        file_count,
         reports: reports.as_ref(),
         decode: DecodeOptions {
             max_pixels: args.max_pixels,

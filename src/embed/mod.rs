@@ -28,8 +28,11 @@ use crate::privacy::IndexPrivacy;
 pub struct IndexJob<'a> {
     /// Image files, in the order they are indexed, with the root each was found under, shared
     /// by the files under it (used to store paths relative to it and to match reports by
-    /// relative path).
-    pub files: Vec<(PathBuf, Arc<Path>)>,
+    /// relative path). Drawn a batch at a time, so that an archive's file list need not be
+    /// held whole: `cxr index` walks the archive again as it goes.
+    pub files: Box<dyn Iterator<Item = (PathBuf, Arc<Path>)> + Send + 'a>,
+    /// How many `files` yields: the progress bar's length, and 0 for a report-only corpus.
+    pub file_count: usize,
     pub reports: Option<&'a ReportTable>,
     pub decode: DecodeOptions,
     /// What may be stored about patients (the salt, `--deidentify`).
@@ -185,7 +188,7 @@ pub fn run(
 ) -> Result<Summary, EmbedError> {
     let start = Instant::now();
     let mut summary = Summary::default();
-    let total = job.files.len() as u64;
+    let total = job.file_count as u64;
     let bar = progress_bar(job.progress, total);
     let mut since_commit = 0usize;
     let privacy = job.privacy;
@@ -227,30 +230,32 @@ pub fn run(
 
     std::thread::scope(|scope| -> Result<(), EmbedError> {
         let (tx, rx) = mpsc::sync_channel::<Vec<Decoded>>(1);
-        let files = &job.files;
+        let mut files = job.files;
         let decode = &job.decode;
-        scope.spawn(move || {
-            for chunk in files.chunks(batch_size) {
-                let batch: Vec<Decoded> = chunk
-                    .par_iter()
-                    .map(|(path, root)| {
-                        let rel = rel_path(path, root);
-                        let stored = privacy.stored_path(&rel.to_string_lossy());
-                        let replaces = match indexed.get(&key_hash(&stored)) {
-                            None => None,
-                            Some(known) => match revisit(path, known, privacy)? {
-                                Revisit::Unchanged => return Ok(None),
-                                Revisit::Changed(id) => Some(id),
-                            },
-                        };
-                        let mut p = prepare(path, root, decode, model, privacy)?;
-                        p.replaces = replaces;
-                        Ok(Some(p))
-                    })
-                    .collect();
-                if tx.send(batch).is_err() {
-                    break; // the consumer stopped on an error
-                }
+        scope.spawn(move || loop {
+            let chunk: Vec<(PathBuf, Arc<Path>)> = files.by_ref().take(batch_size).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let batch: Vec<Decoded> = chunk
+                .par_iter()
+                .map(|(path, root)| {
+                    let rel = rel_path(path, root);
+                    let stored = privacy.stored_path(&rel.to_string_lossy());
+                    let replaces = match indexed.get(&key_hash(&stored)) {
+                        None => None,
+                        Some(known) => match revisit(path, known, privacy)? {
+                            Revisit::Unchanged => return Ok(None),
+                            Revisit::Changed(id) => Some(id),
+                        },
+                    };
+                    let mut p = prepare(path, root, decode, model, privacy)?;
+                    p.replaces = replaces;
+                    Ok(Some(p))
+                })
+                .collect();
+            if tx.send(batch).is_err() {
+                break; // the consumer stopped on an error
             }
         });
 
@@ -336,7 +341,7 @@ pub fn run(
     bar.finish_and_clear();
 
     if let Some(table) = job.reports {
-        if job.files.is_empty() {
+        if job.file_count == 0 {
             // A report-only corpus: every report is a document of its own.
             for report in table.reports() {
                 if writer.contains(&privacy.stored_id(&report.key))? {

@@ -101,7 +101,12 @@ pub fn walk(inputs: &[PathBuf]) -> impl Iterator<Item = Result<PathBuf, (PathBuf
                 Ok(_) => None,
                 Err(err) => {
                     let path = err.path().unwrap_or(input).to_path_buf();
-                    Some(Err((path, err.to_string())))
+                    // walkdir's own message repeats the path the caller prints beside it.
+                    let reason = match err.io_error() {
+                        Some(io) => format!("cannot walk: {io}"),
+                        None => err.to_string(),
+                    };
+                    Some(Err((path, reason)))
                 }
             })
     })
