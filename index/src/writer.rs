@@ -17,7 +17,9 @@
 //! means a rewrite (its committed rows are copied from the previous file, not held in
 //! memory; the graph dump is a full rewrite anyway, as hnsw_rs has no incremental dump), so
 //! commits should be batched (thousands of documents, or once at the end), not issued per
-//! document. The docs file is split into parts: a commit writes one new part with the records
+//! document. A reopened writer reads the active segment's graph dump only when a vector is
+//! added, and a commit that added none keeps the segment's files as they are: a re-run that
+//! finds nothing new, or a deletion, neither holds the graph nor rewrites it. The docs file is split into parts: a commit writes one new part with the records
 //! it adds, merged with the last parts while those are no larger, so a record is rewritten
 //! about log2(commits) times instead of at every commit (see `docs::WriterDocs`). A segment
 //! sealed between two commits is written at once but named by a manifest only at the next
@@ -180,8 +182,10 @@ pub struct IndexWriter {
     /// already rounded to the storage. Committed rows are not held: a commit copies them from
     /// the committed file block by block.
     pending_vectors: Vec<f32>,
-    /// The active segment's graph.
-    graph: HnswGraph,
+    /// The active segment's graph; `None` while it is still only the committed dump, which is
+    /// loaded when the first vector is added: a run that adds none (a re-run over an indexed
+    /// archive, a deletion) neither reads it into memory nor rewrites it.
+    graph: Option<HnswGraph>,
     /// (row, ordinal) of vectors not yet inserted into the graph.
     graph_pending: Vec<(usize, usize)>,
     /// Ordinals deleted since the last commit.
@@ -248,7 +252,7 @@ impl IndexWriter {
         manifest.write(dir)?;
         Ok(IndexWriter {
             dir: dir.to_path_buf(),
-            graph: HnswGraph::new(&params, 0),
+            graph: Some(HnswGraph::new(&params, 0)),
             manifest,
             docs: WriterDocs::new(dir),
             sealed: Vec::new(),
@@ -263,8 +267,8 @@ impl IndexWriter {
     }
 
     /// Reopens an existing index to append to it, keeping its spec and parameters. The HNSW
-    /// graph is reloaded from its dump (not rebuilt); text documents and files left by an
-    /// unfinished commit are discarded.
+    /// graph is reloaded from its dump (not rebuilt) when the first vector is added; text
+    /// documents and files left by an unfinished commit are discarded.
     pub fn open(dir: impl AsRef<Path>) -> Result<IndexWriter> {
         let dir = dir.as_ref();
         // Fail early with NotAnIndex before touching anything.
@@ -282,13 +286,15 @@ impl IndexWriter {
         let active = manifest.active_rows();
         let graph = match (&manifest.files.vectors, &manifest.files.hnsw) {
             (Some(entry), Some(hnsw)) => {
-                // Checked now, not at the first commit that copies it, so that a damaged
+                // Checked now, not at the first commit that copies them, so that a damaged
                 // index is refused before anything is added to it. Sealed segments are
                 // only read again by a compaction, which checks them then.
                 vectors::check_file(dir, entry, active, dim, manifest.vector_storage)?;
-                load_graph(dir, hnsw, active, dim)?
+                fsio::verify_file(dir, &hnsw.graph)?;
+                fsio::verify_file(dir, &hnsw.data)?;
+                None
             }
-            _ => HnswGraph::new(&manifest.hnsw, 0),
+            _ => Some(HnswGraph::new(&manifest.hnsw, 0)),
         };
         let writer = IndexWriter {
             dir: dir.to_path_buf(),
@@ -446,9 +452,13 @@ impl IndexWriter {
             }
             None => None,
         };
-        // Sealed before anything changes, so that a failed seal leaves the index as it was.
-        if vector.is_some() && self.active_full() {
-            self.seal()?;
+        // Loaded and sealed before anything changes, so that a failure leaves the index as it
+        // was.
+        if vector.is_some() {
+            self.ensure_graph_loaded()?;
+            if self.active_full() {
+                self.seal()?;
+            }
         }
         let ord = self.docs.len() as u32;
         self.text
@@ -466,7 +476,7 @@ impl IndexWriter {
             deleted: false,
         })?;
         if self.graph_pending.len() >= GRAPH_BATCH {
-            self.flush_graph();
+            self.flush_graph()?;
         }
         Ok(ord)
     }
@@ -498,7 +508,8 @@ impl IndexWriter {
     /// active segment. The files are named by the next commit's manifest; until then they
     /// are leftovers that a writer opening the folder removes.
     fn seal(&mut self) -> Result<()> {
-        self.flush_graph();
+        self.ensure_graph_loaded()?;
+        self.flush_graph()?;
         let rows = self.active_rows();
         if rows == 0 {
             return Ok(());
@@ -527,7 +538,7 @@ impl IndexWriter {
         self.sealed_since_commit += 1;
         self.committed_rows = 0;
         self.pending_vectors = Vec::new();
-        self.graph = HnswGraph::new(&self.manifest.hnsw, 0);
+        self.graph = Some(HnswGraph::new(&self.manifest.hnsw, 0));
         Ok(())
     }
 
@@ -538,7 +549,7 @@ impl IndexWriter {
         name: &str,
     ) -> Result<crate::manifest::FileEntry> {
         let words = flat_words(
-            &self.graph,
+            self.loaded_graph()?,
             entry,
             &|ord| self.docs.ords.row(ord),
             self.sealed_rows,
@@ -550,10 +561,36 @@ impl IndexWriter {
         FlatGraph::write(&self.dir, name, &words)
     }
 
-    fn flush_graph(&mut self) {
-        if self.graph_pending.is_empty() {
-            return;
+    /// Reads the committed graph dump into memory, once: before a vector joins it.
+    fn ensure_graph_loaded(&mut self) -> Result<()> {
+        if self.graph.is_none() {
+            let graph = match &self.manifest.files.hnsw {
+                Some(files) => load_graph(
+                    &self.dir,
+                    files,
+                    self.committed_rows as u64,
+                    self.manifest.spec.dim,
+                )?,
+                None => HnswGraph::new(&self.manifest.hnsw, 0),
+            };
+            self.graph = Some(graph);
         }
+        Ok(())
+    }
+
+    /// The active segment's graph, which [`Self::ensure_graph_loaded`] must have read.
+    fn loaded_graph(&self) -> Result<&HnswGraph> {
+        self.graph.as_ref().ok_or_else(|| IndexError::Hnsw {
+            path: self.dir.clone(),
+            reason: "the active segment's graph was used before it was loaded".into(),
+        })
+    }
+
+    fn flush_graph(&mut self) -> Result<()> {
+        if self.graph_pending.is_empty() {
+            return Ok(());
+        }
+        self.ensure_graph_loaded()?;
         let dim = self.manifest.spec.dim;
         let base = self.sealed_rows + self.committed_rows;
         // Rows waiting for the graph are pending rows (added since the last commit).
@@ -565,8 +602,11 @@ impl IndexWriter {
                 (&self.pending_vectors[at..at + dim], ord)
             })
             .collect();
-        self.graph.insert(&items);
+        if let Some(graph) = self.graph.as_mut() {
+            graph.insert(&items);
+        }
         self.graph_pending.clear();
+        Ok(())
     }
 
     /// Appends a line `{"path", "reason", "time"}` to `errors.jsonl` in the index folder, at
@@ -598,7 +638,7 @@ impl IndexWriter {
         if added == 0 && deleted == 0 {
             return Ok(self.info(0, 0));
         }
-        self.flush_graph();
+        self.flush_graph()?;
         if self.active_full() {
             self.seal()?;
         }
@@ -657,7 +697,7 @@ impl IndexWriter {
         self.pending_vectors = Vec::new();
         let live_rows = self.docs.ords.row_to_ord().len();
         let capacity = live_rows.min(self.manifest.segment_rows as usize);
-        self.graph = HnswGraph::new(&self.manifest.hnsw, capacity);
+        self.graph = Some(HnswGraph::new(&self.manifest.hnsw, capacity));
         self.graph_pending.clear();
         let mut old_row = 0usize;
         let mut new_row = 0usize;
@@ -681,11 +721,11 @@ impl IndexWriter {
                 self.graph_pending.push((new_row, ord as usize));
                 new_row += 1;
                 if self.graph_pending.len() >= GRAPH_BATCH {
-                    self.flush_graph();
+                    self.flush_graph()?;
                 }
             }
         }
-        self.flush_graph();
+        self.flush_graph()?;
         self.text.merge_all()?;
         self.write_generation()?;
         Ok(CompactInfo {
@@ -743,7 +783,13 @@ impl IndexWriter {
         next.files.docs = None;
         next.files.docs_parts = staged_docs.files(&current_docs);
         next.files.sealed = self.sealed.clone();
-        if active > 0 {
+        if active > 0 && self.graph.is_none() {
+            // No vector joined the active segment since it was committed (its graph was never
+            // loaded): its files stand as they are.
+            next.files.vectors = self.manifest.files.vectors.clone();
+            next.files.hnsw = self.manifest.files.hnsw.clone();
+            next.files.flat_graph = self.manifest.files.flat_graph.clone();
+        } else if active > 0 {
             let storage = self.manifest.vector_storage;
             next.files.vectors = Some(vectors::write(
                 &dir,
@@ -753,7 +799,9 @@ impl IndexWriter {
                 dim,
                 storage,
             )?);
-            let basename = self.graph.dump(&dir, &layout::hnsw_basename(gen))?;
+            let basename = self
+                .loaded_graph()?
+                .dump(&dir, &layout::hnsw_basename(gen))?;
             next.files.hnsw = Some(HnswFiles {
                 graph: fsio::describe_and_sync(
                     &dir,

@@ -77,10 +77,26 @@ fn assert_gone(index: &Index, id: &str, vector: &[f32]) {
     }
 }
 
+/// The names of the active segment's files: rows, hnsw_rs's dump, the flat graph.
+fn active_segment_files(dir: &Path) -> Vec<String> {
+    let index = Index::open(dir).unwrap();
+    let files = &index.manifest().files;
+    let hnsw = files.hnsw.as_ref().expect("a graph dump");
+    [
+        files.vectors.as_ref().expect("a vector file"),
+        &hnsw.graph,
+        &hnsw.data,
+        files.flat_graph.as_ref().expect("a flat graph"),
+    ]
+    .map(|f| f.name.clone())
+    .to_vec()
+}
+
 #[test]
 fn deleted_documents_leave_every_store_and_their_id_can_come_back() {
     let dir = tempfile::tempdir().unwrap();
     let vectors = build(dir.path(), 50);
+    let written = active_segment_files(dir.path());
 
     let mut writer = IndexWriter::open(dir.path()).unwrap();
     assert!(writer.delete("d3").unwrap());
@@ -95,6 +111,8 @@ fn deleted_documents_leave_every_store_and_their_id_can_come_back() {
     let info = writer.commit().unwrap();
     assert_eq!((info.doc_count, info.deleted, info.added), (48, 2, 0));
     drop(writer);
+    // Deletions are tombstones: the writer neither loaded nor rewrote the vector segment.
+    assert_eq!(active_segment_files(dir.path()), written);
 
     let index = Index::open_with(dir.path(), graph_options()).unwrap();
     assert_eq!(index.len(), 48);
@@ -128,8 +146,16 @@ fn deleted_documents_leave_every_store_and_their_id_can_come_back() {
         .unwrap();
     writer.commit().unwrap();
     drop(writer);
+    // A vector added: the graph was loaded from its dump and the segment written anew.
+    let rewritten = active_segment_files(dir.path());
+    assert!(
+        rewritten.iter().all(|f| !written.contains(f)),
+        "{rewritten:?}"
+    );
     let index = Index::open(dir.path()).unwrap();
     assert_eq!(index.ord_of("d3"), Some(50));
+    let hits = index.search_vector(&vectors[3], 1).unwrap();
+    assert_eq!(found_ids(&index, &hits), ["d3"]);
     assert_eq!(index.len(), 49);
     assert!(check(dir.path()).unwrap().ok());
 }
