@@ -568,6 +568,23 @@ fn unwalkable_entries_are_reported_once_and_the_rest_is_indexed() {
     assert!(errors.contains("link.png"), "{errors}");
 }
 
+/// An index written inside the archive it indexes is not taken for part of the archive, on
+/// the first run or the next.
+#[test]
+fn an_index_inside_its_archive_is_not_walked() {
+    let s = Setup::new();
+    let idx = format!("{}/sub/idx", s.archive);
+    for run in 0..2 {
+        let o = s.index(&idx, &["--json"]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        let summary = parse(&out);
+        assert_eq!(summary["failed"], 2, "run {run}: {err}");
+        assert_eq!(summary["documents"], 3, "run {run}: {err}");
+        assert!(!err.contains("idx"), "run {run}: {err}");
+    }
+}
+
 #[test]
 fn check_passes_a_good_index_and_names_the_damage() {
     let s = Setup::new();

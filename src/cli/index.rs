@@ -212,7 +212,8 @@ pub(crate) fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
     // list is never held whole (a path per file: about 100 bytes).
     let mut file_count = 0usize;
     let mut walk_failures = 0usize;
-    for item in walk::walk(&args.inputs) {
+    // The index folder itself is never walked, should it lie inside an input.
+    for item in walk::walk_except(&args.inputs, Some(&args.out)) {
         match item {
             Ok(_) => file_count += 1,
             Err((path, reason)) => {
@@ -225,7 +226,7 @@ pub(crate) fn cmd_index(args: IndexArgs) -> Result<ExitCode> {
     let roots: Vec<Arc<Path>> = args.inputs.iter().map(|r| r.as_path().into()).collect();
     let no_root: Arc<Path> = Path::new("").into();
     // What cannot be walked was reported by the count.
-    let files = walk::walk(&args.inputs).filter_map(move |item| {
+    let files = walk::walk_except(&args.inputs, Some(&args.out)).filter_map(move |item| {
         let path = item.ok()?;
         let root = roots
             .iter()

@@ -85,11 +85,27 @@ fn is_ignored_name(path: &Path) -> bool {
 /// Errors (unreadable folders, broken links) are returned as items so the caller can report them
 /// and go on.
 pub fn walk(inputs: &[PathBuf]) -> impl Iterator<Item = Result<PathBuf, (PathBuf, String)>> + '_ {
-    inputs.iter().flat_map(|input| {
+    walk_except(inputs, None)
+}
+
+/// [`walk`], leaving out the folder `skip` wherever it lies under an input (an index written
+/// inside the archive it indexes).
+pub fn walk_except<'a>(
+    inputs: &'a [PathBuf],
+    skip: Option<&'a Path>,
+) -> impl Iterator<Item = Result<PathBuf, (PathBuf, String)>> + 'a {
+    // Compared as canonical paths, whichever way the input and the folder were spelt.
+    let skip = skip.and_then(|s| s.canonicalize().ok());
+    inputs.iter().flat_map(move |input| {
+        let skip = skip.clone();
         walkdir::WalkDir::new(input)
             .follow_links(true)
             .sort_by_file_name()
             .into_iter()
+            .filter_entry(move |e| {
+                let Some(skip) = &skip else { return true };
+                !(e.file_type().is_dir() && e.path().canonicalize().is_ok_and(|p| &p == skip))
+            })
             .filter_map(move |entry| match entry {
                 Ok(e) if e.file_type().is_file() => {
                     if e.depth() > 0 && is_ignored_name(e.path()) {
