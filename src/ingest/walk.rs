@@ -104,7 +104,10 @@ pub fn walk_except<'a>(
             .into_iter()
             .filter_entry(move |e| {
                 let Some(skip) = &skip else { return true };
-                !(e.file_type().is_dir() && e.path().canonicalize().is_ok_and(|p| &p == skip))
+                // The name first: one comparison for most folders, not a path resolution.
+                !(e.file_type().is_dir()
+                    && Some(e.file_name()) == skip.file_name()
+                    && e.path().canonicalize().is_ok_and(|p| &p == skip))
             })
             .filter_map(move |entry| match entry {
                 Ok(e) if e.file_type().is_file() => {
