@@ -19,8 +19,8 @@
 //! commits should be batched (thousands of documents, or once at the end), not issued per
 //! document. A reopened writer reads the active segment's graph dump only when a vector is
 //! added, and a commit that added none keeps the segment's files as they are: a re-run that
-//! finds nothing new, or a deletion, neither holds the graph nor rewrites it. The docs file is split into parts: a commit writes one new part with the records
-//! it adds, merged with the last parts while those are no larger, so a record is rewritten
+//! finds nothing new, or a deletion, neither holds the graph nor rewrites it. The docs file
+//! is split into parts: a commit writes one new part with the records it adds, merged with the last parts while those are no larger, so a record is rewritten
 //! about log2(commits) times instead of at every commit (see `docs::WriterDocs`). A segment
 //! sealed between two commits is written at once but named by a manifest only at the next
 //! commit.
@@ -290,8 +290,7 @@ impl IndexWriter {
                 // index is refused before anything is added to it. Sealed segments are
                 // only read again by a compaction, which checks them then.
                 vectors::check_file(dir, entry, active, dim, manifest.vector_storage)?;
-                fsio::verify_file(dir, &hnsw.graph)?;
-                fsio::verify_file(dir, &hnsw.data)?;
+                verify_graph_files(dir, hnsw)?;
                 None
             }
             _ => Some(HnswGraph::new(&manifest.hnsw, 0)),
@@ -561,11 +560,12 @@ impl IndexWriter {
         FlatGraph::write(&self.dir, name, &words)
     }
 
-    /// Reads the committed graph dump into memory, once: before a vector joins it.
+    /// Reads the committed graph dump into memory, once: before a vector joins it. Its
+    /// checksums were verified when the writer opened.
     fn ensure_graph_loaded(&mut self) -> Result<()> {
         if self.graph.is_none() {
             let graph = match &self.manifest.files.hnsw {
-                Some(files) => load_graph(
+                Some(files) => read_graph(
                     &self.dir,
                     files,
                     self.committed_rows as u64,
@@ -580,10 +580,9 @@ impl IndexWriter {
 
     /// The active segment's graph, which [`Self::ensure_graph_loaded`] must have read.
     fn loaded_graph(&self) -> Result<&HnswGraph> {
-        self.graph.as_ref().ok_or_else(|| IndexError::Hnsw {
-            path: self.dir.clone(),
-            reason: "the active segment's graph was used before it was loaded".into(),
-        })
+        self.graph
+            .as_ref()
+            .ok_or_else(|| graph_not_loaded(&self.dir))
     }
 
     fn flush_graph(&mut self) -> Result<()> {
@@ -591,6 +590,9 @@ impl IndexWriter {
             return Ok(());
         }
         self.ensure_graph_loaded()?;
+        let Some(graph) = self.graph.as_mut() else {
+            return Err(graph_not_loaded(&self.dir));
+        };
         let dim = self.manifest.spec.dim;
         let base = self.sealed_rows + self.committed_rows;
         // Rows waiting for the graph are pending rows (added since the last commit).
@@ -602,9 +604,7 @@ impl IndexWriter {
                 (&self.pending_vectors[at..at + dim], ord)
             })
             .collect();
-        if let Some(graph) = self.graph.as_mut() {
-            graph.insert(&items);
-        }
+        graph.insert(&items);
         self.graph_pending.clear();
         Ok(())
     }
@@ -877,6 +877,14 @@ pub(crate) fn flat_words(
     })
 }
 
+/// A writer's own logic error, named rather than panicking.
+fn graph_not_loaded(dir: &Path) -> IndexError {
+    IndexError::Hnsw {
+        path: dir.to_path_buf(),
+        reason: "the active segment's graph was used before it was loaded".into(),
+    }
+}
+
 /// Reloads and checks the graph dump named by the manifest.
 pub(crate) fn load_graph(
     dir: &Path,
@@ -884,8 +892,18 @@ pub(crate) fn load_graph(
     rows: u64,
     dim: usize,
 ) -> Result<HnswGraph> {
+    verify_graph_files(dir, files)?;
+    read_graph(dir, files, rows, dim)
+}
+
+/// The dump's files against the lengths and CRC-32s the manifest records.
+fn verify_graph_files(dir: &Path, files: &HnswFiles) -> Result<()> {
     fsio::verify_file(dir, &files.graph)?;
-    fsio::verify_file(dir, &files.data)?;
+    fsio::verify_file(dir, &files.data)
+}
+
+/// Reads a dump whose files were verified, and checks its size against the manifest's.
+fn read_graph(dir: &Path, files: &HnswFiles, rows: u64, dim: usize) -> Result<HnswGraph> {
     let graph = HnswGraph::load(dir, &files.basename)?;
     let path = dir.join(&files.graph.name);
     if graph.len() as u64 != rows || graph.dim() != dim {
