@@ -80,23 +80,21 @@ printf '{"id": "v%d", "findings": "%s"}\n' \
 # The archive: smooth random grey fields with noise, PNG, in folders of 1,000, made on every
 # core (each image seeded by its number: the same archive on every run).
 "$PY" - "$WORK/images" "$N" "$SIDE" <<'EOF'
-import multiprocessing, struct, sys, zlib
+import multiprocessing, sys
 from pathlib import Path
 import numpy as np
+sys.path.insert(0, "benches/peers")
+from grey_png import grey_png
 out, n, side = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 y, x = np.mgrid[0:side, 0:side] / side
-def chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 def make(i):
     rng = np.random.default_rng(i)
     a, b, c = rng.uniform(1, 6, 3)
     img = 128 + 60 * np.sin(a * x * 3 + b * y * 2) * np.cos(c * y * 3) + rng.normal(0, 4, x.shape)
-    raw = b"".join(b"\0" + row.tobytes() for row in np.clip(img, 0, 255).astype(np.uint8))
     folder = out / f"{i // 1000:04d}"
     folder.mkdir(parents=True, exist_ok=True)
-    head = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    (folder / f"{i:07d}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head)
-        + chunk(b"IDAT", zlib.compress(raw, 1)) + chunk(b"IEND", b""))
+    pixels = np.clip(img, 0, 255).astype(np.uint8).tobytes()
+    (folder / f"{i:07d}.png").write_bytes(grey_png(pixels, side, side))
 with multiprocessing.Pool() as pool:
     pool.map(make, range(n), chunksize=64)
 EOF

@@ -7,13 +7,9 @@ Usage: make_tiny_pngs.py --out DIR --n N
 """
 
 import argparse
-import struct
-import zlib
 from pathlib import Path
 
-
-def chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+from grey_png import grey_png
 
 
 def main():
@@ -21,16 +17,13 @@ def main():
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--n", required=True, type=int)
     a = ap.parse_args()
-    header = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 0, 0, 0, 0))
     for i in range(a.n):
         folder = a.out / f"site-{i // 50000}/patient-{i // 100:05d}/study-{i // 20 % 5}"
         if i % 20 == 0:
             folder.mkdir(parents=True, exist_ok=True)
         # Three bytes of i spread over the pixels: no two images alike.
         pixels = bytes((i >> (8 * (k % 3))) & 255 ^ (k * 7 & 255) for k in range(256))
-        raw = b"".join(b"\0" + pixels[r * 16:(r + 1) * 16] for r in range(16))
-        (folder / f"image-{i:07d}.png").write_bytes(
-            header + chunk(b"IDAT", zlib.compress(raw, 1)) + chunk(b"IEND", b""))
+        (folder / f"image-{i:07d}.png").write_bytes(grey_png(pixels, 16, 16))
 
 
 if __name__ == "__main__":
