@@ -8,7 +8,7 @@
 //! commit writes what it adds instead of every record.
 //!
 //! Neither side keeps records as structures in memory. Both keep per document an offset, its
-//! vector row, a deletion flag and a 64-bit hash of its id ([`Ordinals`], about 40 bytes);
+//! vector row, a deletion bit and a 64-bit hash of its id ([`Ordinals`], about 24 bytes);
 //! a reader memory-maps the parts (they are never modified) and parses a record's fields when
 //! asked, a writer reads committed records back from the files. Opening checks every line's
 //! syntax, order and id without building its fields.
@@ -19,7 +19,7 @@
 //! rebuilding the text index, whose text is not stored. Tombstones keep no id and no fields.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{IndexError, Result};
 use crate::fsio;
+use crate::keys::{key_hash, KeyTable};
 use crate::manifest::{FileEntry, Manifest};
 
 /// One line of the docs file.
@@ -231,33 +232,50 @@ struct StoredId<'a> {
     id: Cow<'a, str>,
 }
 
-/// Marks an ordinal without a vector row in [`Ordinals::rows`].
-const NO_ROW: u32 = u32::MAX;
+/// One bit per ordinal: whether the document is deleted.
+#[derive(Debug, Default)]
+struct Tombstones {
+    words: Vec<u64>,
+    len: usize,
+    count: usize,
+}
 
-fn id_hash(id: &str) -> u64 {
-    use std::hash::BuildHasher;
-    // Fixed keys: the same id hashes alike in every run (the table is rebuilt at open anyway).
-    std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-        .hash_one(id)
+impl Tombstones {
+    fn push(&mut self, deleted: bool) {
+        if self.len.is_multiple_of(64) {
+            self.words.push(0);
+        }
+        self.len += 1;
+        if deleted {
+            self.set(self.len - 1);
+        }
+    }
+
+    fn get(&self, ord: usize) -> Option<bool> {
+        (ord < self.len).then(|| self.words[ord / 64] >> (ord % 64) & 1 == 1)
+    }
+
+    /// Marks `ord` (`< len`, not yet deleted) deleted.
+    fn set(&mut self, ord: usize) {
+        self.words[ord / 64] |= 1 << (ord % 64);
+        self.count += 1;
+    }
 }
 
 /// What both tables keep per ordinal: where its line starts (in the parts read back to back,
-/// then, for a writer, its pending lines), its vector row, whether it is deleted; and the
-/// live ids by a 64-bit hash, confirmed against the line on a hit.
+/// then, for a writer, its pending lines), whether it is deleted, and, for those with one, its
+/// vector row; and the ids by a 64-bit hash, confirmed against the line on a hit. About 24
+/// bytes per document: 12 in the [`KeyTable`], 8 for the line's start, 4 for the row.
 #[derive(Debug)]
 pub(crate) struct Ordinals {
     starts: Vec<u64>,
-    /// Each ordinal's vector row, or [`NO_ROW`].
-    rows: Vec<u32>,
-    deleted: Vec<bool>,
-    deleted_count: usize,
-    /// A 64-bit hash of each live id -> its ordinal; an id whose hash another live id holds
-    /// goes to `collisions` instead.
-    by_hash: HashMap<u64, u32>,
-    collisions: HashMap<String, u32>,
-    /// [`id_hash`]; another function in tests, to force collisions.
+    deleted: Tombstones,
+    /// [`key_hash`] of each id when it was added -> its ordinal (deleted ones stay).
+    ids: KeyTable,
+    /// [`key_hash`]; another function in tests, to force collisions.
     hash: fn(&str) -> u64,
-    /// Vector row -> document ordinal.
+    /// Vector row -> document ordinal. Rows are given in ordinal order, so this is sorted and
+    /// also answers ordinal -> row, by binary search.
     row_to_ord: Vec<u32>,
 }
 
@@ -265,12 +283,9 @@ impl Default for Ordinals {
     fn default() -> Self {
         Ordinals {
             starts: Vec::new(),
-            rows: Vec::new(),
-            deleted: Vec::new(),
-            deleted_count: 0,
-            by_hash: HashMap::new(),
-            collisions: HashMap::new(),
-            hash: id_hash,
+            deleted: Tombstones::default(),
+            ids: KeyTable::default(),
+            hash: key_hash,
             row_to_ord: Vec::new(),
         }
     }
@@ -284,21 +299,25 @@ impl Ordinals {
 
     /// Number of live documents.
     pub(crate) fn live(&self) -> usize {
-        self.len() - self.deleted_count
+        self.len() - self.deleted.count
     }
 
     /// Number of tombstones.
     pub(crate) fn deleted(&self) -> usize {
-        self.deleted_count
+        self.deleted.count
     }
 
     pub(crate) fn is_live(&self, ord: u32) -> bool {
-        self.deleted.get(ord as usize).is_some_and(|d| !d)
+        self.deleted.get(ord as usize) == Some(false)
     }
 
     /// The vector row of `ord`, if it has one.
     pub(crate) fn row(&self, ord: usize) -> Option<u32> {
-        self.rows.get(ord).copied().filter(|&r| r != NO_ROW)
+        let ord = u32::try_from(ord).ok()?;
+        self.row_to_ord
+            .binary_search(&ord)
+            .ok()
+            .map(|row| row as u32)
     }
 
     /// Vector row -> document ordinal.
@@ -307,26 +326,16 @@ impl Ordinals {
     }
 
     /// Appends a record whose line starts at `start`; the caller has checked that a live id
-    /// is new and that `row` comes in order.
+    /// is new and that `row` is the next row.
     fn push(&mut self, id: &str, row: Option<u32>, deleted: bool, start: u64) -> u32 {
         let ord = self.len() as u32;
         self.starts.push(start);
-        self.rows.push(row.unwrap_or(NO_ROW));
         if row.is_some() {
             self.row_to_ord.push(ord);
         }
         self.deleted.push(deleted);
-        if deleted {
-            self.deleted_count += 1;
-        } else {
-            match self.by_hash.entry((self.hash)(id)) {
-                std::collections::hash_map::Entry::Occupied(_) => {
-                    self.collisions.insert(id.to_string(), ord);
-                }
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(ord);
-                }
-            }
+        if !deleted {
+            self.ids.insert((self.hash)(id), ord);
         }
         ord
     }
@@ -337,44 +346,27 @@ impl Ordinals {
         id: &str,
         id_at: impl Fn(usize) -> Result<Option<String>>,
     ) -> Result<Option<u32>> {
-        if let Some(&ord) = self.by_hash.get(&(self.hash)(id)) {
-            if id_at(ord as usize)?.is_some_and(|found| found == id) {
+        for ord in self.ids.candidates((self.hash)(id)) {
+            if self.is_live(ord) && id_at(ord as usize)?.is_some_and(|found| found == id) {
                 return Ok(Some(ord));
             }
         }
-        Ok(self.collisions.get(id).copied())
+        Ok(None)
     }
 
-    /// Marks the live document `ord`, whose id is `id`, deleted.
-    fn remove(&mut self, id: &str, ord: u32) {
-        let hash = (self.hash)(id);
-        if self.by_hash.get(&hash) == Some(&ord) {
-            self.by_hash.remove(&hash);
-        } else {
-            self.collisions.remove(id);
-        }
-        self.deleted[ord as usize] = true;
-        self.deleted_count += 1;
+    /// Marks the live document `ord` deleted.
+    fn remove(&mut self, ord: u32) {
+        self.deleted.set(ord as usize);
     }
 
-    /// Gives every live document with a row a new row, in ordinal order, and drops the rows of
-    /// tombstones (compaction). Returns how many rows were dropped.
+    /// Drops the rows of tombstones, so that the live documents' rows follow each other in
+    /// ordinal order (compaction). Returns how many rows were dropped.
     fn renumber_rows(&mut self) -> usize {
-        let mut dropped = 0;
-        self.row_to_ord.clear();
-        for ord in 0..self.rows.len() {
-            if self.rows[ord] == NO_ROW {
-                continue;
-            }
-            if !self.deleted[ord] {
-                self.rows[ord] = self.row_to_ord.len() as u32;
-                self.row_to_ord.push(ord as u32);
-            } else {
-                self.rows[ord] = NO_ROW;
-                dropped += 1;
-            }
-        }
-        dropped
+        let before = self.row_to_ord.len();
+        let deleted = &self.deleted;
+        self.row_to_ord
+            .retain(|&ord| deleted.get(ord as usize) == Some(false));
+        before - self.row_to_ord.len()
     }
 }
 
@@ -519,7 +511,7 @@ struct MappedPart {
 
 /// The reader's document table: the parts memory-mapped, and the [`Ordinals`]. A record's
 /// fields are parsed when asked for (a hit, a filter), so opening an index costs a scan of
-/// its lines and about 40 bytes per document, not a structure per record.
+/// its lines and about 24 bytes per document, not a structure per record.
 #[derive(Debug, Default)]
 pub(crate) struct DocTable {
     parts: Vec<MappedPart>,
@@ -619,7 +611,7 @@ struct Part {
 /// what it holds per document matters. Committed records stay on disk, in the docs file's
 /// parts, and are read back when asked for (a positioned read of one line to confirm an id, a
 /// sequential read for a walk over all), so that the files are not mapped into the writer's
-/// memory; it keeps the [`Ordinals`] (about 40 bytes per document). Records added since the
+/// memory; it keeps the [`Ordinals`] (about 24 bytes per document). Records added since the
 /// last commit are kept as the lines that will be written.
 #[derive(Debug)]
 pub(crate) struct WriterDocs {
@@ -637,6 +629,15 @@ pub(crate) struct WriterDocs {
     changed_from: Option<usize>,
     /// Rows were renumbered: lines are written with the rows of the ordinals.
     renumbered: bool,
+    /// Stored fields whose values are looked up ([`WriterDocs::track_field`]).
+    lookups: Vec<FieldLookup>,
+}
+
+/// The values of one stored field, by [`key_hash`], for lookups by value.
+#[derive(Debug)]
+struct FieldLookup {
+    name: String,
+    values: KeyTable,
 }
 
 /// Reads `buf.len()` bytes of `file` at `offset`, without moving a shared cursor.
@@ -698,6 +699,7 @@ impl WriterDocs {
             ords: Ordinals::default(),
             changed_from: None,
             renumbered: false,
+            lookups: Vec::new(),
         }
     }
 
@@ -812,17 +814,77 @@ impl WriterDocs {
             });
         }
         self.pending.push(b'\n');
-        Ok(self
+        let ord = self
             .ords
-            .push(&record.id, record.row, record.deleted, start))
+            .push(&record.id, record.row, record.deleted, start);
+        if !record.deleted {
+            for lookup in &mut self.lookups {
+                if let Some(value) = record.fields.get(&lookup.name) {
+                    lookup.values.insert(key_hash(value), ord);
+                }
+            }
+        }
+        Ok(ord)
+    }
+
+    /// Keeps a table of stored field `name`'s values (12 bytes per document holding it), so
+    /// that [`find_by_field`](Self::find_by_field) needs no scan. Reads every record once.
+    pub(crate) fn track_field(&mut self, name: &str) -> Result<()> {
+        if self.lookups.iter().any(|l| l.name == name) {
+            return Ok(());
+        }
+        let mut values = KeyTable::default();
+        let mut lines = Lines::new(self, 0);
+        for ord in 0..self.len() {
+            let line = lines.next_line(ord)?;
+            if !self.ords.is_live(ord as u32) {
+                continue;
+            }
+            if let Some(value) = self.field_of_line(ord, line, name)? {
+                values.insert(key_hash(&value), ord as u32);
+            }
+        }
+        self.lookups.push(FieldLookup {
+            name: name.to_string(),
+            values,
+        });
+        Ok(())
+    }
+
+    /// The live documents whose field `name` is `value`, in ordinal order; `None` when the
+    /// field is not tracked.
+    pub(crate) fn find_by_field(&self, name: &str, value: &str) -> Result<Option<Vec<u32>>> {
+        let Some(lookup) = self.lookups.iter().find(|l| l.name == name) else {
+            return Ok(None);
+        };
+        let mut found = Vec::new();
+        for ord in lookup.values.candidates(key_hash(value)) {
+            if !self.ords.is_live(ord) {
+                continue;
+            }
+            let line = self.line(ord as usize)?;
+            if self.field_of_line(ord as usize, &line, name)?.as_deref() == Some(value) {
+                found.push(ord);
+            }
+        }
+        Ok(Some(found))
+    }
+
+    /// Field `name` of the record `ord` whose line is `line`.
+    fn field_of_line(&self, ord: usize, line: &[u8], name: &str) -> Result<Option<String>> {
+        let mut de = serde_json::Deserializer::from_slice(line);
+        let mut fields = de
+            .deserialize_map(RecordFields(&[name]))
+            .map_err(|e| self.bad_line(ord, e))?;
+        Ok(fields.remove(name))
     }
 
     /// Turns the live document `ord` into a tombstone; returns false if it was not live.
     pub(crate) fn delete(&mut self, ord: u32) -> Result<bool> {
-        let Some(id) = self.id_of(ord as usize)? else {
+        if !self.ords.is_live(ord) {
             return Ok(false);
-        };
-        self.ords.remove(&id, ord);
+        }
+        self.ords.remove(ord);
         let ord = ord as usize;
         if ord < self.committed {
             self.changed_from = Some(self.changed_from.map_or(ord, |c| c.min(ord)));
@@ -896,7 +958,7 @@ impl WriterDocs {
                 };
                 starts.push(at);
                 let row = self.ords.row(ord);
-                let rewritten = if self.ords.deleted[ord] {
+                let rewritten = if !self.ords.is_live(ord as u32) {
                     Some(DocRecord::tombstone(row))
                 } else if self.renumbered {
                     let mut record: DocRecord = match serde_json::from_slice(line) {
@@ -1229,7 +1291,7 @@ mod tests {
 
     #[test]
     fn records_round_trip_through_commits_of_parts() {
-        commits_deletions_and_renumbering(id_hash);
+        commits_deletions_and_renumbering(key_hash);
     }
 
     #[test]

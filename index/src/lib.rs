@@ -88,6 +88,7 @@ mod error;
 mod flat;
 mod fsio;
 mod graph;
+mod keys;
 mod layout;
 mod manifest;
 mod reader;

@@ -292,6 +292,61 @@ fn doc_fields_finds_committed_and_pending_documents() {
 }
 
 #[test]
+fn a_tracked_field_finds_live_documents_by_value_across_commits_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = IndexWriter::create(dir.path(), spec(DIM)).unwrap();
+    // Committed before tracking starts, so tracking reads them back from the docs file.
+    for i in 0..5000 {
+        let mut d = doc(&format!("old-{i}"), None, None);
+        d.fields
+            .insert("sha".into(), format!("content-{}", i % 2500));
+        writer.add(d).unwrap();
+    }
+    writer.commit().unwrap();
+    let untracked = writer.find_by_field("sha", "content-1").unwrap_err();
+    assert!(untracked.to_string().contains("not tracked"), "{untracked}");
+    writer.track_field("sha").unwrap();
+    assert_eq!(writer.find_by_field("sha", "content-7").unwrap(), [7, 2507]);
+    // Added after tracking started (pending, then committed), and deleted.
+    let mut d = doc("new", None, None);
+    d.fields.insert("sha".into(), "content-7".into());
+    let new = writer.add(d).unwrap();
+    assert_eq!(
+        writer.find_by_field("sha", "content-7").unwrap(),
+        [7, 2507, new]
+    );
+    assert!(writer.delete("old-7").unwrap());
+    assert_eq!(
+        writer.find_by_field("sha", "content-7").unwrap(),
+        [2507, new]
+    );
+    writer.commit().unwrap();
+    assert_eq!(
+        writer.find_by_field("sha", "content-7").unwrap(),
+        [2507, new]
+    );
+    assert!(writer
+        .find_by_field("sha", "content-9999")
+        .unwrap()
+        .is_empty());
+    // Another field's value, or a document without the field, is no match.
+    assert!(writer.find_by_field("sha", "old-8.dcm").unwrap().is_empty());
+    drop(writer);
+
+    let mut writer = IndexWriter::open(dir.path()).unwrap();
+    writer.track_field("sha").unwrap();
+    writer.track_field("sha").unwrap();
+    assert_eq!(
+        writer.find_by_field("sha", "content-7").unwrap(),
+        [2507, new]
+    );
+    assert_eq!(
+        writer.find_by_field("sha", "content-2499").unwrap(),
+        [2499, 4999]
+    );
+}
+
+#[test]
 fn create_refuses_existing_index_and_non_empty_folder_open_refuses_non_index() {
     let dir = tempfile::tempdir().unwrap();
     let writer = IndexWriter::create(dir.path().join("idx"), spec(DIM)).unwrap();
