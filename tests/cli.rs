@@ -713,6 +713,23 @@ fn incremental_updates_delete_and_compact() {
         "{err}"
     );
     assert!(err.contains("new-b.png") && err.contains("same content as new-a.png"));
+
+    // The same with the two files in batches of their own: the document added for the first
+    // (not yet committed) answers for the second.
+    image::GrayImage::from_fn(20, 20, |x, y| image::Luma([(x + 3 * y) as u8]))
+        .save(archive.join("new-c.png"))
+        .unwrap();
+    std::fs::copy(archive.join("new-c.png"), archive.join("new-d.png")).unwrap();
+    let o = s.index(i, &["--json", "--batch-size", "1"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let v = parse(&out);
+    assert_eq!(
+        (v["indexed"].as_u64(), v["duplicates"].as_u64()),
+        (Some(1), Some(3)),
+        "{err}"
+    );
+    assert!(err.contains("same content as new-c.png"), "{err}");
 }
 
 /// Public checkpoint folders work with `--model` like the project's own: RAD-DINO's layout

@@ -95,16 +95,77 @@ const SIZE_FIELD: &str = "size";
 const MTIME_FIELD: &str = "mtime";
 const SHA256_FIELD: &str = "sha256";
 
-/// An indexed file, as a re-run needs to recognise it: 64-bit hashes of its document's stored
-/// size and time and of its stored content hash, and the document's ordinal (for the rest,
-/// the writer reads the record back). About 60 bytes per indexed file, where the stored
-/// strings would take about 400.
+/// A file indexed before the run, as a re-run needs to recognise it: 64-bit hashes of its
+/// document's stored path, size and time, and content hash, and the document's ordinal (for
+/// the rest, the writer reads the record back). 32 bytes per file, where the stored strings
+/// would take about 400.
+#[derive(Clone, Copy, Debug)]
 struct Known {
-    /// [`stamp_hash`] of the stored size and time; `None` when either is missing.
-    stamp: Option<u64>,
-    /// [`key_hash`] of the stored SHA-256; `None` when it was indexed without one.
-    sha256: Option<u64>,
+    /// [`key_hash`] of the stored path.
+    path: u64,
+    /// [`stamp_hash`] of the stored size and time, if both were stored ([`HAS_STAMP`]).
+    stamp: u64,
+    /// [`key_hash`] of the stored SHA-256, if it was stored ([`HAS_SHA256`]).
+    sha256: u64,
     ord: u32,
+    has: u8,
+}
+
+const HAS_STAMP: u8 = 1;
+const HAS_SHA256: u8 = 2;
+
+impl Known {
+    fn stamp(&self) -> Option<u64> {
+        (self.has & HAS_STAMP != 0).then_some(self.stamp)
+    }
+
+    fn sha256(&self) -> Option<u64> {
+        (self.has & HAS_SHA256 != 0).then_some(self.sha256)
+    }
+}
+
+/// The files indexed before the run, sorted by path hash: looked up by every file the walk
+/// finds, from the decoding threads, so it is built once and shared read-only.
+struct KnownFiles(Vec<Known>);
+
+impl KnownFiles {
+    /// Reads every live record of `writer` once.
+    fn read(writer: &IndexWriter) -> Result<KnownFiles, EmbedError> {
+        let mut known = Vec::with_capacity(writer.len());
+        for record in writer.records() {
+            let doc = record?;
+            let Some(path) = doc.fields.get(PATH_FIELD) else {
+                continue;
+            };
+            let mut file = Known {
+                path: key_hash(path),
+                stamp: 0,
+                sha256: 0,
+                ord: doc.ord,
+                has: 0,
+            };
+            if let (Some(size), Some(mtime)) =
+                (doc.fields.get(SIZE_FIELD), doc.fields.get(MTIME_FIELD))
+            {
+                file.stamp = stamp_hash(size, mtime);
+                file.has |= HAS_STAMP;
+            }
+            if let Some(sha256) = doc.fields.get(SHA256_FIELD) {
+                file.sha256 = key_hash(sha256);
+                file.has |= HAS_SHA256;
+            }
+            known.push(file);
+        }
+        known.sort_unstable_by_key(|k| (k.path, k.ord));
+        known.shrink_to_fit();
+        Ok(KnownFiles(known))
+    }
+
+    /// The newest document indexed under the stored path whose hash is `path`.
+    fn get(&self, path: u64) -> Option<&Known> {
+        let end = self.0.partition_point(|k| k.path <= path);
+        self.0[..end].last().filter(|k| k.path == path)
+    }
 }
 
 /// A fixed-key 64-bit hash of a stored value (path, content hash). Two paths of a
@@ -158,13 +219,13 @@ fn revisit(
     privacy: &IndexPrivacy,
 ) -> Result<Revisit, (PathBuf, String)> {
     let io_err = |e: std::io::Error| (path.to_path_buf(), e.to_string());
-    let Some(sha) = known.sha256 else {
+    let Some(sha) = known.sha256() else {
         // Indexed before content hashes were stored: the path alone decides.
         return Ok(Revisit::Unchanged);
     };
     let (size, mtime) = stat(path).map_err(io_err)?;
     let mtime = privacy.stored_token(MTIME_FIELD, &mtime);
-    if known.stamp == Some(stamp_hash(&size, &mtime)) {
+    if known.stamp() == Some(stamp_hash(&size, &mtime)) {
         return Ok(Revisit::Unchanged);
     }
     let digest = sha256_file(path).map_err(io_err)?;
@@ -200,30 +261,9 @@ pub fn run(
 
     // Files already in the index (by the hash of their stored path) are looked at before
     // any decoding, so a resumed run over a large archive costs a walk and a stat per file.
-    let mut indexed: HashMap<u64, Known> = HashMap::new();
-    // Content already indexed: hash of the stored SHA-256 -> the first document holding it.
-    let mut content: HashMap<u64, u32> = HashMap::new();
-    for record in writer.records() {
-        let doc = record?;
-        let Some(path) = doc.fields.get(PATH_FIELD) else {
-            continue;
-        };
-        let sha256 = doc.fields.get(SHA256_FIELD).map(|s| key_hash(s));
-        if let Some(sha) = sha256 {
-            content.entry(sha).or_insert(doc.ord);
-        }
-        let stamp = match (doc.fields.get(SIZE_FIELD), doc.fields.get(MTIME_FIELD)) {
-            (Some(size), Some(mtime)) => Some(stamp_hash(size, mtime)),
-            _ => None,
-        };
-        let known = Known {
-            stamp,
-            sha256,
-            ord: doc.ord,
-        };
-        indexed.insert(key_hash(path), known);
-    }
-    let indexed = &indexed;
+    let indexed = &KnownFiles::read(writer)?;
+    // Content already indexed, committed or added in this run, is found by the writer.
+    writer.track_field(SHA256_FIELD)?;
     // Content of the batch at hand (stored SHA-256 -> stored path): its documents are added
     // after the batch is embedded, and join `content` then.
     let mut batch_content: HashMap<String, String> = HashMap::new();
@@ -242,7 +282,7 @@ pub fn run(
                 .map(|(path, root)| {
                     let rel = rel_path(path, root);
                     let stored = privacy.stored_path(&rel.to_string_lossy());
-                    let replaces = match indexed.get(&key_hash(&stored)) {
+                    let replaces = match indexed.get(key_hash(&stored)) {
                         None => None,
                         Some(known) => match revisit(path, known, privacy)? {
                             Revisit::Unchanged => return Ok(None),
@@ -272,8 +312,7 @@ pub fn run(
                             }
                             summary.replaced += 1;
                             on_notice(&p.path, "changed since it was indexed; indexed again");
-                        } else if let Some(first) =
-                            copy_of(writer, &content, &batch_content, &p.file.sha256)?
+                        } else if let Some(first) = copy_of(writer, &batch_content, &p.file.sha256)?
                         {
                             if first != rel {
                                 on_notice(
@@ -322,8 +361,7 @@ pub fn run(
                     if let Some(r) = report {
                         matched_reports.insert(r.key.clone());
                     }
-                    let ord = writer.add(image_document(&p, id, vector, report, privacy))?;
-                    content.entry(key_hash(&p.file.sha256)).or_insert(ord);
+                    writer.add(image_document(&p, id, vector, report, privacy))?;
                     summary.indexed += 1;
                     since_commit += 1;
                 }
@@ -437,20 +475,18 @@ pub fn commit_due(since: usize, every: Option<usize>, active_rows: usize) -> boo
 /// a document whose stored hash is confirmed to be the same.
 fn copy_of(
     writer: &IndexWriter,
-    content: &HashMap<u64, u32>,
     batch_content: &HashMap<String, String>,
     sha256: &str,
 ) -> Result<Option<String>, EmbedError> {
     if let Some(rel) = batch_content.get(sha256) {
         return Ok(Some(rel.clone()));
     }
-    let Some(&ord) = content.get(&key_hash(sha256)) else {
+    let Some(&first) = writer.find_by_field(SHA256_FIELD, sha256)?.first() else {
         return Ok(None);
     };
-    Ok(writer.record(ord)?.and_then(|doc| {
-        let same = doc.fields.get(SHA256_FIELD).is_some_and(|s| s == sha256);
-        same.then(|| doc.fields.get(PATH_FIELD).cloned().unwrap_or_default())
-    }))
+    Ok(writer
+        .record(first)?
+        .map(|doc| doc.fields.get(PATH_FIELD).cloned().unwrap_or_default()))
 }
 
 /// Reports a file that could not be indexed: to the caller (who prints the real path) and to
