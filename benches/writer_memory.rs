@@ -13,8 +13,15 @@
 //!   appending to an archive costs (per added document, so the held archive shows up here);
 //! - `segmented`: `periodic` in an index that seals a segment every 5,000 rows, so the writer
 //!   holds one segment's graph and rows at most: what is left is the document table.
+//! - `tracked`: `segmented` with the writer tracking the `sha256` field
+//!   (`IndexWriter::track_field`), as `cxr index` does to find copies of a file.
 //! - `open`: a reader (`Index::open`) of the `fields` index: what opening an index costs per
 //!   document (time and memory), where documents are all a reader holds in memory.
+//!
+//! Beside the RSS, each line reports the heap the writer still holds after its last commit
+//! (`held B/doc`), counted by this binary's allocator: exact and the same in every run, where
+//! the RSS moves by megabytes with the allocator's caching, so it resolves a few bytes per
+//! document that the RSS cannot.
 //!
 //! `cargo bench --bench writer_memory -- [--n 20000,100000] [--dim 128] [--parts ids,...]`;
 //! one JSON line per measurement (with the seconds spent in commits), then a table.
@@ -33,7 +40,7 @@ use cxr_index::{CreateOptions, Document, IndexSpec, IndexWriter};
 use cxr_search::embed::{commit_due, COMMIT_EVERY};
 use serde_json::json;
 
-const PARTS: [&str; 8] = [
+const PARTS: [&str; 9] = [
     "ids",
     "fields",
     "vectors",
@@ -41,6 +48,7 @@ const PARTS: [&str; 8] = [
     "spaced",
     "append",
     "segmented",
+    "tracked",
     "open",
 ];
 
@@ -57,7 +65,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "ids,fields,vectors,periodic,spaced,append,segmented,open"
+        default_value = "ids,fields,vectors,periodic,spaced,append,segmented,tracked,open"
     )]
     parts: Vec<String>,
     /// Where the indexes are built (removed afterwards).
@@ -99,7 +107,7 @@ fn document(i: usize, part: &str, dim: usize) -> Document {
     }
     let vector = matches!(
         part,
-        "vectors" | "periodic" | "spaced" | "append" | "segmented"
+        "vectors" | "periodic" | "spaced" | "append" | "segmented" | "tracked"
     )
     .then(|| {
         (0..dim)
@@ -156,7 +164,7 @@ fn child(part: &str, n: usize, dim: usize, work: &Path) -> Result<()> {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
         let options = CreateOptions {
-            segment_rows: if part == "segmented" {
+            segment_rows: if matches!(part, "segmented" | "tracked") {
                 COMMIT_EVERY as u64
             } else {
                 CreateOptions::default().segment_rows
@@ -165,7 +173,12 @@ fn child(part: &str, n: usize, dim: usize, work: &Path) -> Result<()> {
         };
         (IndexWriter::create_with(&dir, spec, options)?, 0..n)
     };
+    if part == "tracked" {
+        writer.track_field("sha256")?;
+    }
     let (start, _) = rss_kib()?;
+    common::count_heap(true);
+    let heap_start = common::live_heap_bytes();
     let added = range.len();
     let mut commit_s = 0.0;
     let mut timed_commit = |writer: &mut IndexWriter| -> Result<()> {
@@ -179,7 +192,7 @@ fn child(part: &str, n: usize, dim: usize, work: &Path) -> Result<()> {
         writer.add(document(i, part, dim))?;
         since += 1;
         let due = match part {
-            "periodic" | "segmented" => since >= COMMIT_EVERY,
+            "periodic" | "segmented" | "tracked" => since >= COMMIT_EVERY,
             "spaced" => commit_due(since, None, writer.active_rows()),
             _ => false,
         };
@@ -191,6 +204,7 @@ fn child(part: &str, n: usize, dim: usize, work: &Path) -> Result<()> {
     let (after_add, _) = rss_kib()?;
     timed_commit(&mut writer)?;
     let (_, peak) = rss_kib()?;
+    let held = common::live_heap_bytes().saturating_sub(heap_start);
     drop(writer);
     if !matches!(part, "vectors" | "fields") {
         std::fs::remove_dir_all(&dir).ok();
@@ -198,7 +212,7 @@ fn child(part: &str, n: usize, dim: usize, work: &Path) -> Result<()> {
     common::emit(json!({
         "row": "writer_memory", "part": part, "n": n, "dim": dim, "added": added,
         "rss_start_kib": start, "rss_after_add_kib": after_add, "peak_kib": peak,
-        "commit_s": commit_s,
+        "commit_s": commit_s, "held_bytes": held,
     }));
     Ok(())
 }
@@ -229,8 +243,12 @@ fn main() -> Result<()> {
             let kib = |k: &str| v[k].as_f64().unwrap_or(0.0);
             let added = kib("added").max(1.0);
             let grow = |k: &str| (kib(k) - kib("rss_start_kib")) * 1024.0 / added;
+            let held = match v["held_bytes"].as_f64() {
+                Some(bytes) => format!("{:.1}", bytes / added),
+                None => "-".into(),
+            };
             rows.push(format!(
-                "| {part} | {n} | {} | {:.0} | {:.0} | {:.0} | {:.1} |",
+                "| {part} | {n} | {} | {:.0} | {:.0} | {:.0} | {held} | {:.1} |",
                 v["added"],
                 grow("rss_after_add_kib"),
                 grow("peak_kib"),
@@ -242,9 +260,9 @@ fn main() -> Result<()> {
         std::fs::remove_dir_all(args.work_dir.join(format!("fields-{n}"))).ok();
     }
     eprintln!(
-        "\n| part | N | added | RSS growth after add, B/doc | peak growth, B/doc | peak MiB | commits (open: opening), s |"
+        "\n| part | N | added | RSS growth after add, B/doc | peak growth, B/doc | peak MiB | held B/doc | commits (open: opening), s |"
     );
-    eprintln!("|---|---|---|---|---|---|---|");
+    eprintln!("|---|---|---|---|---|---|---|---|");
     for r in rows {
         eprintln!("{r}");
     }
