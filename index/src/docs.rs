@@ -297,6 +297,15 @@ impl Ordinals {
         self.starts.len()
     }
 
+    /// Makes room for `records` more records, `live` of them live and `rows` with a vector,
+    /// so that loading an index allocates each array once, at its size.
+    fn reserve(&mut self, records: usize, live: usize, rows: usize) {
+        self.starts.reserve_exact(records);
+        self.deleted.words.reserve_exact(records.div_ceil(64));
+        self.ids.reserve(live);
+        self.row_to_ord.reserve_exact(rows);
+    }
+
     /// Number of live documents.
     pub(crate) fn live(&self) -> usize {
         self.len() - self.deleted.count
@@ -419,6 +428,14 @@ fn map_part(file: &File, path: &Path) -> Result<Option<Mmap>> {
 /// length and CRC-32, each record (valid JSON with string fields, rows in order, tombstones
 /// empty, ids unique), and the counts against the manifest. Fields are checked, not built.
 fn load_into(dir: &Path, manifest: &Manifest, table: &mut impl Records) -> Result<()> {
+    // Sized from the manifest, bounded by what the files can hold (a record takes at least
+    // 10 bytes), so that a damaged count cannot ask for absurd memory; the counts are checked
+    // against the records at the end.
+    let most = (manifest.docs_files().map(|e| e.len).sum::<u64>() / 10) as usize;
+    let records = (manifest.doc_count as usize).min(most);
+    let live = records.saturating_sub(manifest.deleted_count as usize);
+    let rows = (manifest.vector_count as usize).min(records);
+    table.ords_mut().reserve(records, live, rows);
     let mut start = 0u64;
     for entry in manifest.docs_files() {
         let path = dir.join(&entry.name);
