@@ -262,8 +262,6 @@ pub fn run(
     // Files already in the index (by the hash of their stored path) are looked at before
     // any decoding, so a resumed run over a large archive costs a walk and a stat per file.
     let indexed = &KnownFiles::read(writer)?;
-    // Content already indexed, committed or added in this run, is found by the writer.
-    writer.track_field(SHA256_FIELD)?;
     // Content of the batch at hand (stored SHA-256 -> stored path): its documents are added
     // after the batch is embedded, and join `content` then.
     let mut batch_content: HashMap<String, String> = HashMap::new();
@@ -472,15 +470,18 @@ pub fn commit_due(since: usize, every: Option<usize>, active_rows: usize) -> boo
 }
 
 /// The stored path of an indexed file with this (stored) content hash: one of this batch, or
-/// a document whose stored hash is confirmed to be the same.
+/// a document whose stored hash is confirmed to be the same, committed or added in this run.
+/// The writer's lookup of stored hashes is built at the first new file, so a re-run that finds
+/// nothing new reads the records once, not twice.
 fn copy_of(
-    writer: &IndexWriter,
+    writer: &mut IndexWriter,
     batch_content: &HashMap<String, String>,
     sha256: &str,
 ) -> Result<Option<String>, EmbedError> {
     if let Some(rel) = batch_content.get(sha256) {
         return Ok(Some(rel.clone()));
     }
+    writer.track_field(SHA256_FIELD)?;
     let Some(&first) = writer.find_by_field(SHA256_FIELD, sha256)?.first() else {
         return Ok(None);
     };
