@@ -42,6 +42,15 @@ impl Setup {
         }
     }
 
+    /// [`Setup::new`] with only the archive's readable images (its two bad files removed).
+    fn readable() -> Self {
+        let s = Setup::new();
+        for name in ["notes.png", "cut.png"] {
+            std::fs::remove_file(Path::new(&s.archive).join(name)).unwrap();
+        }
+        s
+    }
+
     /// `name` in the temporary folder (not created).
     fn path(&self, name: &str) -> String {
         path_str(&self.dir.path().join(name))
@@ -544,11 +553,8 @@ fn nothing_indexable_exits_one_and_bad_usage_two() {
 #[cfg(unix)]
 #[test]
 fn unwalkable_entries_are_reported_once_and_the_rest_is_indexed() {
-    let s = Setup::new();
+    let s = Setup::readable();
     let archive = Path::new(&s.archive);
-    for name in ["notes.png", "cut.png"] {
-        std::fs::remove_file(archive.join(name)).unwrap();
-    }
     std::os::unix::fs::symlink(archive.join("gone.png"), archive.join("sub/link.png")).unwrap();
     let idx = s.dir.path().join("idx");
     let o = s.index(&path_str(&idx), &["--json"]);
@@ -621,11 +627,8 @@ fn check_passes_a_good_index_and_names_the_damage() {
 /// space without changing what search returns.
 #[test]
 fn incremental_updates_delete_and_compact() {
-    let s = Setup::new();
+    let s = Setup::readable();
     let archive = Path::new(&s.archive);
-    for name in ["notes.png", "cut.png"] {
-        std::fs::remove_file(archive.join(name)).unwrap();
-    }
     let (a, i) = (s.archive.as_str(), &s.path("idx"));
     let index = || {
         let o = s.index(i, &["--json"]);
