@@ -145,10 +145,18 @@ fn index_search_eval_and_resume() {
         "{out}"
     );
 
-    // Image search finds the query image itself first.
-    let v = s.search_json(i, &["--image", &format!("{a}/sub/img3.png")]);
+    // Image search by appearance finds the query image itself first.
+    let v = s.search_json(
+        i,
+        &[
+            "--image",
+            &format!("{a}/sub/img3.png"),
+            "--image-match",
+            "appearance",
+        ],
+    );
     assert_eq!(v["results"][0]["id"], "img3");
-    // An image query reports cosine similarity: the image itself scores 1.
+    // By appearance an image query reports cosine similarity: the image itself scores 1.
     let score = v["results"][0]["score"].as_f64().unwrap();
     assert!((score - 1.0).abs() < 1e-3, "{score}");
     assert_eq!(v["results"][0]["fields"]["path"], "sub/img3.png");
@@ -225,6 +233,8 @@ fn index_search_eval_and_resume() {
         "--json",
         "--model",
         m,
+        "--image-match",
+        "appearance",
     ]));
     assert_eq!(v["k"], 5);
     assert_eq!(v["queries"][0]["ndcg"], 1.0);
@@ -338,7 +348,9 @@ fn f16_vector_storage_is_chosen_at_creation_and_kept() {
         let out = succeed(&["info", i]);
         assert!(out.contains(&format!("({storage})")), "{out}");
         succeed(&["check", i]);
-        results.push(hit_ids(&s.search_json(i, &["--image", &query])));
+        results.push(hit_ids(
+            &s.search_json(i, &["--image", &query, "--image-match", "appearance"]),
+        ));
         // A later run follows the index; asking for the other storage is refused.
         let other = if storage == "f32" { "f16" } else { "f32" };
         let o = s.index(i, &["--vector-storage", other]);
@@ -349,6 +361,75 @@ fn f16_vector_storage_is_chosen_at_creation_and_kept() {
     // The same ranking either way on three distinct images, the query image first.
     assert_eq!(results[0], results[1]);
     assert_eq!(results[0][0], "img2", "{:?}", results[0]);
+}
+
+/// An image query matched by findings (the default) ranks each image by the inner product of
+/// its zero-shot margins with the query's, over every finding of the vocabulary: the order and
+/// the ratios of the scores `cxr search` reports follow from the margins `cxr classify` prints.
+#[test]
+fn image_queries_match_by_zero_shot_margins() {
+    let s = Setup::readable();
+    let i = &s.path("idx");
+    let o = s.index(i, &[]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let query = format!("{}/img2.png", s.archive);
+    let findings = "normal,effusion,cardiomegaly,atelectasis,infiltration,consolidation,\
+                    pneumonia,edema,pneumothorax,nodule/mass,emphysema,fibrosis,\
+                    pleural thickening,hernia,covid-19";
+    let out = succeed(&[
+        "classify",
+        &s.archive,
+        &query,
+        "--findings",
+        findings,
+        "--model",
+        &s.model,
+        "--json",
+    ]);
+    let margins: Vec<(String, Vec<f64>)> = out
+        .lines()
+        .map(|line| {
+            let v = parse(line);
+            let image = v["image"].as_str().unwrap().to_string();
+            let m = v["margins"].as_object().unwrap();
+            assert_eq!(m.len(), 15, "{line}");
+            (image, m.values().map(|x| x.as_f64().unwrap()).collect())
+        })
+        .collect();
+    // The query image is listed twice: once in the archive, once as itself.
+    let of = |name: &str| &margins.iter().find(|(p, _)| p.ends_with(name)).unwrap().1;
+    let q = of("img2.png");
+    let agreement = |name: &str| -> f64 { of(name).iter().zip(q).map(|(a, b)| a * b).sum() };
+
+    let v = s.search_json(i, &["--image", &query]);
+    let hits: Vec<(String, f64)> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let id = h["id"].as_str().unwrap().to_string();
+            (id, h["score"].as_f64().unwrap())
+        })
+        .collect();
+    assert_eq!(hits.len(), 3, "{v}");
+    let expected: Vec<f64> = hits
+        .iter()
+        .map(|(id, _)| agreement(&format!("{id}.png")))
+        .collect();
+    // Ranked by agreement, and each score is the agreement over one common factor.
+    assert!(expected.windows(2).all(|w| w[0] >= w[1]), "{expected:?}");
+    let factor = hits[0].1 / expected[0];
+    let largest = expected.iter().fold(0f64, |m, e| m.max(e.abs()));
+    for ((id, score), e) in hits.iter().zip(&expected) {
+        assert!(
+            (score / factor - e).abs() <= 1e-3 * largest,
+            "{id}: score {score}, agreement {e}, factor {factor}"
+        );
+    }
+    // By appearance the ranking is the cosine's: the query image itself first, at 1.
+    let v = s.search_json(i, &["--image", &query, "--image-match", "appearance"]);
+    assert_eq!(v["results"][0]["id"], "img2");
+    assert!((v["results"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-3);
 }
 
 #[test]
@@ -369,7 +450,7 @@ fn sealed_segments_are_searched_as_one_index() {
             "{out}"
         );
         succeed(&["check", i]);
-        let v = s.search_json(i, &["--image", &query]);
+        let v = s.search_json(i, &["--image", &query, "--image-match", "appearance"]);
         let ranked: Vec<(String, String)> = v["results"]
             .as_array()
             .unwrap()
@@ -426,7 +507,7 @@ fn queries_from_a_file_or_stdin_are_answered_one_per_line() {
     assert_eq!(hit_ids(&answers[0]), hit_ids(&by_text));
     assert_eq!(answers[1]["id"], "q2");
     assert_eq!(hit_ids(&answers[1]), hit_ids(&by_image));
-    assert_eq!(answers[1]["results"][0]["id"], "img2");
+    assert_eq!(hit_ids(&by_image).len(), 3, "{by_image}");
     assert_eq!(answers[2]["line"], 4);
     assert!(
         answers[2]["error"]

@@ -28,6 +28,9 @@ pub(crate) struct ClassifyArgs {
     /// Images per inference batch.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// One JSON object per image: `scores` (each finding's probability) and `margins` (its
+    /// positive prompt's cosine minus its negative one's: what AUCs and image search by
+    /// findings read).
     #[arg(long)]
     json: bool,
 }
@@ -102,11 +105,17 @@ pub(crate) fn cmd_classify(args: ClassifyArgs) -> Result<ExitCode> {
             for (path, emb) in ids.iter().zip(&embeddings) {
                 let scores = zs.score(emb);
                 if args.json {
-                    let map: serde_json::Map<String, serde_json::Value> = scores
-                        .iter()
-                        .map(|s| (s.finding.clone(), serde_json::json!(s.probability)))
-                        .collect();
-                    let v = serde_json::json!({"image": path.display().to_string(), "scores": map});
+                    let by_finding = |value: fn(&classify::FindingScore) -> f32| {
+                        scores
+                            .iter()
+                            .map(|s| (s.finding.clone(), serde_json::json!(value(s))))
+                            .collect::<serde_json::Map<String, serde_json::Value>>()
+                    };
+                    let v = serde_json::json!({
+                        "image": path.display().to_string(),
+                        "scores": by_finding(|s| s.probability),
+                        "margins": by_finding(|s| s.margin),
+                    });
                     writeln!(out, "{v}")?;
                 } else {
                     write!(out, "{:<40}", file_name(path))?;

@@ -25,6 +25,17 @@ pub(crate) struct RankingArgs {
     /// Signals a text query uses: `vector`, `text`, or both.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "vector,text")]
     signals: Vec<SignalKind>,
+    /// How an example image is compared with the indexed ones: `findings` (the model's
+    /// zero-shot evidence for each finding it knows: images with the same findings) or
+    /// `appearance` (the whole embedding: images that look alike).
+    #[arg(long, value_enum, default_value_t = ImageMatchKind::Findings)]
+    image_match: ImageMatchKind,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ImageMatchKind {
+    Findings,
+    Appearance,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -50,6 +61,10 @@ impl RankingArgs {
         opts.signals = search::Signals {
             vector: self.signals.contains(&SignalKind::Vector),
             text: self.signals.contains(&SignalKind::Text),
+        };
+        opts.image_match = match self.image_match {
+            ImageMatchKind::Findings => search::ImageMatch::Findings,
+            ImageMatchKind::Appearance => search::ImageMatch::Appearance,
         };
     }
 }

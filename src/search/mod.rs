@@ -3,6 +3,7 @@
 //! so a result can say why it was ranked.
 
 pub mod filter;
+pub mod findings;
 pub mod fusion;
 pub mod query;
 pub mod rerank;
@@ -11,6 +12,7 @@ mod snippet;
 use cxr_index::{Index, TextField};
 
 pub use filter::{Filter, FilterError};
+pub use findings::FindingAxes;
 pub use fusion::{Fusion, Signal};
 pub use query::ParsedQuery;
 pub use rerank::{rerank, RerankNotice, RerankOutcome};
@@ -41,7 +43,9 @@ pub struct Hit {
     pub ord: u32,
     pub id: String,
     pub score: f32,
-    /// Rank (1-based) and cosine similarity in the image-vector list, if the doc was in it.
+    /// Rank (1-based) and score in the image-vector list, if the doc was in it: the cosine
+    /// similarity to the query's embedding, or for an image matched by findings the agreement
+    /// of the two images' finding margins, scaled by the query's ([`findings`]).
     pub vector: Option<(usize, f32)>,
     /// Rank (1-based) and BM25 score in the report-text list, if the doc was in it.
     pub text: Option<(usize, f32)>,
@@ -67,6 +71,21 @@ pub struct SearchOptions {
     /// Which signals a text query uses; both by default. Turning one off measures the other
     /// alone on the same index.
     pub signals: Signals,
+    /// How an example image is compared with the indexed ones.
+    pub image_match: ImageMatch,
+}
+
+/// How an example-image query is compared with the indexed images.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ImageMatch {
+    /// By the model's zero-shot evidence for each finding of its vocabulary ([`findings`]):
+    /// images with the same findings, whatever their view or exposure. A model without a
+    /// text tower (RAD-DINO) has no findings to read and matches by appearance.
+    #[default]
+    Findings,
+    /// By the whole embedding: images that look alike (near-duplicates, the same patient or
+    /// view), findings or not.
+    Appearance,
 }
 
 /// The signals a text query may use.
@@ -94,6 +113,7 @@ impl SearchOptions {
             group_by_study: false,
             fusion: Fusion::default(),
             signals: Signals::default(),
+            image_match: ImageMatch::default(),
         }
     }
 }
@@ -108,6 +128,8 @@ pub const EXACT_SCAN_BELOW: usize = 5_000;
 pub struct Searcher<'a> {
     index: &'a Index,
     model: Option<&'a DualEncoder>,
+    /// Embedded at the first image query matched by findings.
+    axes: std::sync::OnceLock<FindingAxes>,
 }
 
 impl<'a> Searcher<'a> {
@@ -119,7 +141,11 @@ impl<'a> Searcher<'a> {
                 index.check_model(m.fingerprint())?;
             }
         }
-        Ok(Self { index, model })
+        Ok(Self {
+            index,
+            model,
+            axes: std::sync::OnceLock::new(),
+        })
     }
 
     fn needs_model(&self) -> bool {
@@ -179,7 +205,9 @@ impl<'a> Searcher<'a> {
         Ok(self.index.search_text_field(field, &terms, depth, &allow)?)
     }
 
-    /// Example-image query: nearest image vectors.
+    /// Example-image query: the images nearest by findings or by appearance
+    /// ([`ImageMatch`]). An image whose embedding carries no evidence for any finding (all
+    /// margins zero) is matched by appearance, the only thing left to compare.
     pub fn search_image(
         &self,
         image: &GreyImage,
@@ -187,15 +215,26 @@ impl<'a> Searcher<'a> {
     ) -> Result<Vec<Hit>, SearchError> {
         let model = self.model.ok_or(SearchError::NoModel)?;
         let allowed = self.allowed(&opts.filter);
-        let q = model.embed_images(std::slice::from_ref(image))?;
-        let mut lists = Vec::new();
-        if let Some(q) = q.first() {
-            lists.push((
-                Signal::Vector,
-                self.vector_list(q, self.depth(opts), allowed.as_ref())?,
-            ));
+        let Some(embedding) = model.embed_images(std::slice::from_ref(image))?.pop() else {
+            return Ok(Vec::new());
+        };
+        let q = match opts.image_match {
+            ImageMatch::Findings if model.has_text_tower() => {
+                self.finding_axes(model)?.query(&embedding)
+            }
+            _ => None,
         }
-        Ok(self.fuse(lists, opts))
+        .unwrap_or(embedding);
+        let list = self.vector_list(&q, self.depth(opts), allowed.as_ref())?;
+        Ok(self.fuse(vec![(Signal::Vector, list)], opts))
+    }
+
+    fn finding_axes(&self, model: &DualEncoder) -> Result<&FindingAxes, SearchError> {
+        if let Some(axes) = self.axes.get() {
+            return Ok(axes);
+        }
+        let axes = FindingAxes::new(model)?;
+        Ok(self.axes.get_or_init(|| axes))
     }
 
     /// Grouping by study needs deeper lists: several images of one study can fill the top.
