@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Example-image search by findings against by appearance (`--image-match`), from one command:
+# mean NDCG@5 / P@5 of the dev set's 3 nih image queries, and of the 592 label-judged image
+# queries of tools/make_image_queries.py (every NIH train/ image) over valid/ alone (where the
+# matching rule was chosen) and over valid/ + test/ (the nih corpus).
+#
+#   bash tools/eval_image_match.sh [MODEL_DIR] [OUT_DIR]      # default: models/default
+#
+# Writes OUT_DIR/<set>-<mode>.json (default indexes/eval-image-match) and prints a table.
+# Needs jq.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${1:-models/default}
+OUT=${2:-indexes/eval-image-match}
+DATA=${DATA:-../shared/data}
+BENCH=${BENCH:-../shared/bench}
+if [ -z "${CXR:-}" ]; then
+  cargo build --release --quiet
+fi
+cxr=${CXR:-target/release/cxr}
+rm -rf "$OUT" && mkdir -p "$OUT"
+
+python3 tools/make_image_queries.py --data "$DATA" --out "$OUT/queries-valid" --splits valid
+python3 tools/make_image_queries.py --data "$DATA" --out "$OUT/queries-nih" --splits valid,test
+"$cxr" index "$DATA/nih1000/valid" --text none --out "$OUT/valid" --model "$MODEL" -q > /dev/null
+"$cxr" index "$DATA/nih1000/valid" "$DATA/nih1000/test" --text none --out "$OUT/nih" \
+  --model "$MODEL" -q > /dev/null
+
+echo
+printf '%-34s %-11s %8s %8s %8s\n' "query set" "match" queries NDCG@5 P@5
+run() {  # name index queries qrels
+  for mode in appearance findings; do
+    "$cxr" eval "$2" --queries "$3" --qrels "$4" --corpus nih --model "$MODEL" \
+      --image-match "$mode" --json > "$OUT/$1-$mode.json"
+    jq -r --arg set "$1" --arg mode "$mode" \
+      '.groups.image | [$set, $mode, .n, .ndcg, .p] | @tsv' "$OUT/$1-$mode.json" |
+      awk -F'\t' '{ printf "%-34s %-11s %8d %8.3f %8.3f\n", $1, $2, $3, $4, $5 }'
+  done
+}
+run "dev (nih image queries)" "$OUT/nih" "$BENCH/queries-dev.jsonl" "$BENCH/qrels-dev.txt"
+run "train images -> valid" "$OUT/valid" "$OUT/queries-valid/queries.jsonl" \
+  "$OUT/queries-valid/qrels.txt"
+run "train images -> valid+test" "$OUT/nih" "$OUT/queries-nih/queries.jsonl" \
+  "$OUT/queries-nih/qrels.txt"
