@@ -432,6 +432,62 @@ fn image_queries_match_by_zero_shot_margins() {
     assert!((v["results"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-3);
 }
 
+/// `cxr embed` prints the vectors the index and the query path use: unit length, the image's
+/// cosines as an image search by appearance reports them; an unreadable file is named and
+/// skipped with exit status 1.
+#[test]
+fn embed_prints_the_vectors_search_uses() {
+    let s = Setup::new();
+    let i = &s.path("idx");
+    s.index(i, &[]);
+    let a = &s.archive;
+    let (img1, img2, bad) = (
+        format!("{a}/img1.png"),
+        format!("{a}/img2.png"),
+        format!("{a}/notes.png"),
+    );
+    let o = cxr(&[
+        "embed",
+        &img1,
+        &img2,
+        &bad,
+        "--text",
+        "pleural effusion",
+        "--model",
+        &s.model,
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(err.contains("notes.png"), "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(parse).collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0]["text"], "pleural effusion");
+    let vector = |v: &serde_json::Value| -> Vec<f64> {
+        let e = v["embedding"].as_array().unwrap();
+        e.iter().map(|x| x.as_f64().unwrap()).collect()
+    };
+    for line in &lines {
+        let norm = vector(line).iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "{norm}");
+    }
+    assert!(lines[1]["image"].as_str().unwrap().ends_with("img1.png"));
+    let (e1, e2) = (vector(&lines[1]), vector(&lines[2]));
+    let cosine: f64 = e1.iter().zip(&e2).map(|(a, b)| a * b).sum();
+    let v = s.search_json(i, &["--image", &img2, "--image-match", "appearance"]);
+    let hit = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["id"] == "img1")
+        .expect("img1 among the hits");
+    let score = hit["score"].as_f64().unwrap();
+    assert!((score - cosine).abs() < 1e-4, "{score} vs {cosine}");
+
+    let o = cxr(&["embed", "--model", &s.model]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("nothing to embed"));
+}
+
 #[test]
 fn sealed_segments_are_searched_as_one_index() {
     let s = Setup::new();

@@ -79,7 +79,8 @@ pub(crate) fn cmd_classify(args: ClassifyArgs) -> Result<ExitCode> {
                     ids.push(path.clone());
                 }
                 Err(e) => {
-                    eprintln!("cxr: {}: {e}", path.display());
+                    // The error names the file.
+                    eprintln!("cxr: {e}");
                     failed += 1;
                 }
             }

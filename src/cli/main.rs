@@ -13,6 +13,7 @@ use cxr_search::ingest::DecodeOptions;
 use cxr_search::model::{self, DualEncoder};
 
 mod classify;
+mod embed;
 mod eval;
 mod index;
 mod inspect;
@@ -22,6 +23,7 @@ mod search;
 mod train;
 
 use classify::ClassifyArgs;
+use embed::EmbedArgs;
 use eval::EvalArgs;
 use index::IndexArgs;
 use search::SearchArgs;
@@ -88,6 +90,8 @@ enum Command {
     /// Train the reranker (an ELIXR-B / BLIP-2 style Q-Former with ITC and ITM heads) over a
     /// frozen model, on NIH train/ images with templated reports.
     TrainReranker(TrainRerankerArgs),
+    /// Print the model's unit embeddings of texts and images as JSON lines.
+    Embed(EmbedArgs),
 }
 
 #[derive(Args)]
@@ -107,7 +111,7 @@ fn main() -> ExitCode {
     // thread, each product on one thread (see `model::threads`). Still single-threaded here,
     // as that requires.
     let batch_work = match &cli.command {
-        Command::Index(_) | Command::Classify(_) => true,
+        Command::Index(_) | Command::Classify(_) | Command::Embed(_) => true,
         Command::Search(args) => args.rerank.rerank.is_some(),
         Command::Eval(args) => args.rerank.rerank.is_some(),
         _ => false,
@@ -133,6 +137,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::cmd_train(args),
         Command::Classify(args) => classify::cmd_classify(args),
         Command::TrainReranker(args) => train::cmd_train_reranker(args),
+        Command::Embed(args) => embed::cmd_embed(args),
     };
     match result {
         Ok(code) => code,

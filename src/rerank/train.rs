@@ -532,13 +532,13 @@ impl Validation {
                 .iter()
                 .map(|l| classify::nih_positive(p.finding, l))
                 .collect();
-            let (states, mask) = model.text_token_states(&[p.positive.as_str()])?;
+            let (states, mask) = model.text_token_states(&[p.phrase()])?;
             let probs = itm_probabilities(&trainer.qformer, &self.tokens, &states, &mask)?;
-            let q = model.embed_texts(&[p.positive.as_str()])?;
+            let q = model.embed_texts(&[p.phrase()])?;
             let cos: Vec<f32> = self.image_emb.iter().map(|e| dot(e, &q[0])).collect();
             aucs.push(FindingAuc {
                 finding: p.name.clone(),
-                prompt: p.positive.clone(),
+                prompt: p.phrase().to_string(),
                 reranker: roc_auc(&probs, &truth),
                 dual_encoder: roc_auc(&cos, &truth),
             });

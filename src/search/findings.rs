@@ -28,20 +28,18 @@ pub struct FindingAxes {
 }
 
 impl FindingAxes {
-    /// Embeds the positive and negative prompt of every vocabulary finding (as `cxr classify`
-    /// words them); fails for models without a text tower.
+    /// Embeds the positive and negative prompts of every vocabulary finding (as `cxr classify`
+    /// words and ensembles them); fails for models without a text tower.
     pub fn new(model: &DualEncoder) -> Result<Self, ModelError> {
         let prompts: Vec<classify::FindingPrompt> = vocab::FINDINGS
             .iter()
             .filter_map(|name| classify::resolve(name))
             .collect();
-        let positive: Vec<&str> = prompts.iter().map(|p| p.positive.as_str()).collect();
-        let negative: Vec<&str> = prompts.iter().map(|p| p.negative.as_str()).collect();
-        let pos = model.embed_texts(&positive)?;
-        let neg = model.embed_texts(&negative)?;
-        let axes = pos
+        let sides = classify::embed_prompts(model, &prompts)?;
+        let axes = sides
+            .positive
             .iter()
-            .zip(&neg)
+            .zip(&sides.negative)
             .map(|(p, n)| p.iter().zip(n).map(|(a, b)| a - b).collect())
             .collect();
         Ok(Self { axes })

@@ -1,0 +1,105 @@
+//! `cxr embed`: the model's unit embeddings of texts and images as JSON lines, for programs
+//! that analyse the shared space themselves (probes, projections, plots).
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use cxr_search::ingest::{self, walk};
+
+use crate::{decode_options_for, load_model, ModelArgs};
+
+#[derive(Args)]
+pub(crate) struct EmbedArgs {
+    /// Image files or folders (walked recursively).
+    images: Vec<PathBuf>,
+    /// A text to embed; repeat for more.
+    #[arg(long = "text", value_name = "TEXT")]
+    texts: Vec<String>,
+    /// Texts to embed, one per line, from FILE or `-` (stdin); blank lines are skipped.
+    #[arg(long = "texts-from", value_name = "FILE")]
+    texts_from: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Images per inference batch.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+/// Prints `{"text": ..., "embedding": [...]}` per text, then `{"image": ..., "embedding":
+/// [...]}` per image, in the order given. An image that cannot be read is reported on stderr
+/// and skipped (exit status 1).
+pub(crate) fn cmd_embed(args: EmbedArgs) -> Result<ExitCode> {
+    let mut texts = args.texts.clone();
+    if let Some(path) = &args.texts_from {
+        let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("reading texts from {}", path.display()))?;
+            Box::new(std::io::BufReader::new(file))
+        };
+        for line in reader.lines() {
+            let line = line.with_context(|| format!("reading texts from {}", path.display()))?;
+            if !line.trim().is_empty() {
+                texts.push(line);
+            }
+        }
+    }
+    if texts.is_empty() && args.images.is_empty() {
+        bail!("nothing to embed: give --text, --texts-from or image files");
+    }
+    let model = load_model(&args.model)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if !texts.is_empty() {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        for (text, embedding) in texts.iter().zip(model.embed_texts(&refs)?) {
+            let line = serde_json::json!({ "text": text, "embedding": embedding });
+            writeln!(out, "{line}")?;
+        }
+    }
+    let mut failed = 0usize;
+    let mut files = Vec::new();
+    for item in walk::walk(&args.images) {
+        match item {
+            Ok(path) => files.push(path),
+            Err((path, reason)) => {
+                eprintln!("cxr: {}: {reason}", path.display());
+                failed += 1;
+            }
+        }
+    }
+    let decode_options = decode_options_for(Some(&model));
+    for chunk in files.chunks(args.batch_size.max(1)) {
+        let mut inputs = Vec::new();
+        let mut names = Vec::new();
+        for path in chunk {
+            match ingest::decode_file(path, &decode_options) {
+                Ok(d) => {
+                    inputs.push(model.prepare_image(&d.image));
+                    names.push(path);
+                }
+                Err(e) => {
+                    eprintln!("cxr: {e}");
+                    failed += 1;
+                }
+            }
+        }
+        for (path, embedding) in names.into_iter().zip(model.embed_inputs(&inputs)?) {
+            let line = serde_json::json!({
+                "image": path.display().to_string(),
+                "embedding": embedding,
+            });
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()?;
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
