@@ -388,11 +388,11 @@ fn image_queries_match_by_zero_shot_margins() {
     ]);
     let margins: Vec<(String, Vec<f64>)> = out
         .lines()
-        .map(|line| {
-            let v = parse(line);
+        .map(parse)
+        .map(|v| {
             let image = v["image"].as_str().unwrap().to_string();
             let m = v["margins"].as_object().unwrap();
-            assert_eq!(m.len(), 15, "{line}");
+            assert_eq!(m.len(), 15, "{v}");
             (image, m.values().map(|x| x.as_f64().unwrap()).collect())
         })
         .collect();
@@ -426,8 +426,12 @@ fn image_queries_match_by_zero_shot_margins() {
             "{id}: score {score}, agreement {e}, factor {factor}"
         );
     }
+    // The answer says what it matched by.
+    assert_eq!(v["matched_by"], "findings");
+
     // By appearance the ranking is the cosine's: the query image itself first, at 1.
     let v = s.search_json(i, &["--image", &query, "--image-match", "appearance"]);
+    assert_eq!(v["matched_by"], "appearance");
     assert_eq!(v["results"][0]["id"], "img2");
     assert!((v["results"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-3);
 }
@@ -893,6 +897,13 @@ fn checkpoint_folders_index_search_and_refuse_what_they_cannot_embed() {
 
     let out = succeed(&["search", i, "--image", &path_str(&png), "--model", dino]);
     assert!(out.contains("a"), "{out}");
+    // No text tower, no findings to match by: the image is matched by appearance, and says so.
+    let png = path_str(&png);
+    let v = parse(&succeed(&[
+        "search", i, "--image", &png, "--model", dino, "--json",
+    ]));
+    assert_eq!(v["matched_by"], "appearance");
+    assert_eq!(v["results"][0]["id"], "a");
 
     let o = cxr(&["search", i, "--text", "effusion", "--model", dino]);
     let (_, err) = text(&o);

@@ -190,6 +190,9 @@ def cmd_image_match(args):
             results.setdefault(name, []).append((np.mean(vals), top))
     for name, ((v1, t1), (v2, t2)) in results.items():
         print(f"{name:32s} {v1:16.3f} {t1:5d} {v2:14.3f} {t2:5d}")
+    docs = x[[i for i, im in enumerate(images) if im[1] in ("valid", "test")]]
+    cos = (docs @ docs.T)[np.triu_indices(len(docs), 1)]
+    print(f"cosine between two valid+test images: mean {cos.mean():.4f}, min {cos.min():.4f}")
 
 
 def main():

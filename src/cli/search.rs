@@ -184,6 +184,7 @@ impl SearchSession<'_> {
     fn answer(&self, query: &BatchQuery, id: Option<&str>, out: &mut impl Write) -> Result<bool> {
         let index = self.index;
         let started = std::time::Instant::now();
+        let mut image_answer = None;
         let (mut hits, query_text) = match query {
             BatchQuery::Text(text) => {
                 warn_if_denials_unindexed(index, text);
@@ -194,10 +195,12 @@ impl SearchSession<'_> {
                     bail!("--rerank applies to text queries, not to image ones");
                 }
                 let decoded = ingest::decode_file(path, &decode_options_for(self.model))?;
-                (
-                    self.searcher.search_image(&decoded.image, &self.opts)?,
-                    String::new(),
-                )
+                let mut answer = self
+                    .searcher
+                    .search_image_explained(&decoded.image, &self.opts)?;
+                let hits = std::mem::take(&mut answer.hits);
+                image_answer = Some(answer);
+                (hits, String::new())
             }
         };
         let mut reranked = None;
@@ -231,6 +234,9 @@ impl SearchSession<'_> {
             let mut value = serde_json::json!({"took_ms": millis, "results": results});
             if let Some(id) = id {
                 value["id"] = id.into();
+            }
+            if let Some(answer) = &image_answer {
+                value["matched_by"] = image_match_name(answer.matched_by).into();
             }
             if let (Some(scored), Some(s)) = (reranked, &self.setup) {
                 value["reranked"] = serde_json::json!({
@@ -284,6 +290,13 @@ impl SearchSession<'_> {
             )?;
         }
         Ok(!hits.is_empty())
+    }
+}
+
+fn image_match_name(m: search::ImageMatch) -> &'static str {
+    match m {
+        search::ImageMatch::Findings => "findings",
+        search::ImageMatch::Appearance => "appearance",
     }
 }
 

@@ -88,6 +88,15 @@ pub enum ImageMatch {
     Appearance,
 }
 
+/// The answer to an example-image query, with what it was matched by.
+#[derive(Debug, Clone)]
+pub struct ImageAnswer {
+    pub hits: Vec<Hit>,
+    /// [`ImageMatch::Appearance`] also where findings were asked for but the model has no
+    /// text tower, or the image no margin.
+    pub matched_by: ImageMatch,
+}
+
 /// The signals a text query may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Signals {
@@ -213,20 +222,38 @@ impl<'a> Searcher<'a> {
         image: &GreyImage,
         opts: &SearchOptions,
     ) -> Result<Vec<Hit>, SearchError> {
+        Ok(self.search_image_explained(image, opts)?.hits)
+    }
+
+    /// [`Self::search_image`], saying what the image was matched by.
+    pub fn search_image_explained(
+        &self,
+        image: &GreyImage,
+        opts: &SearchOptions,
+    ) -> Result<ImageAnswer, SearchError> {
         let model = self.model.ok_or(SearchError::NoModel)?;
         let allowed = self.allowed(&opts.filter);
         let Some(embedding) = model.embed_images(std::slice::from_ref(image))?.pop() else {
-            return Ok(Vec::new());
+            return Ok(ImageAnswer {
+                hits: Vec::new(),
+                matched_by: ImageMatch::Appearance,
+            });
         };
-        let q = match opts.image_match {
+        let by_findings = match opts.image_match {
             ImageMatch::Findings if model.has_text_tower() => {
                 self.finding_axes(model)?.query(&embedding)
             }
             _ => None,
-        }
-        .unwrap_or(embedding);
+        };
+        let (q, matched_by) = match by_findings {
+            Some(q) => (q, ImageMatch::Findings),
+            None => (embedding, ImageMatch::Appearance),
+        };
         let list = self.vector_list(&q, self.depth(opts), allowed.as_ref())?;
-        Ok(self.fuse(vec![(Signal::Vector, list)], opts))
+        Ok(ImageAnswer {
+            hits: self.fuse(vec![(Signal::Vector, list)], opts),
+            matched_by,
+        })
     }
 
     fn finding_axes(&self, model: &DualEncoder) -> Result<&FindingAxes, SearchError> {
