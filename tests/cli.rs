@@ -490,6 +490,11 @@ fn embed_prints_the_vectors_search_uses() {
     let o = cxr(&["embed", "--model", &s.model]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("nothing to embed"));
+    let empty = s.path("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = cxr(&["embed", &empty, "--model", &s.model]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("no image"), "{:?}", text(&o));
 }
 
 #[test]

@@ -30,7 +30,7 @@ pub(crate) struct EmbedArgs {
 
 /// Prints `{"text": ..., "embedding": [...]}` per text, then `{"image": ..., "embedding":
 /// [...]}` per image, in the order given. An image that cannot be read is reported on stderr
-/// and skipped (exit status 1).
+/// and skipped, and image paths holding no image are reported: exit status 1 for either.
 pub(crate) fn cmd_embed(args: EmbedArgs) -> Result<ExitCode> {
     let mut texts = args.texts.clone();
     if let Some(path) = &args.texts_from {
@@ -73,6 +73,7 @@ pub(crate) fn cmd_embed(args: EmbedArgs) -> Result<ExitCode> {
         }
     }
     let decode_options = decode_options_for(Some(&model));
+    let mut embedded = 0usize;
     for chunk in files.chunks(args.batch_size.max(1)) {
         let mut inputs = Vec::new();
         let mut names = Vec::new();
@@ -88,6 +89,7 @@ pub(crate) fn cmd_embed(args: EmbedArgs) -> Result<ExitCode> {
                 }
             }
         }
+        embedded += names.len();
         for (path, embedding) in names.into_iter().zip(model.embed_inputs(&inputs)?) {
             let line = serde_json::json!({
                 "image": path.display().to_string(),
@@ -97,6 +99,10 @@ pub(crate) fn cmd_embed(args: EmbedArgs) -> Result<ExitCode> {
         }
     }
     out.flush()?;
+    if !args.images.is_empty() && embedded == 0 && failed == 0 {
+        eprintln!("cxr: no image under the paths given");
+        return Ok(ExitCode::from(1));
+    }
     Ok(if failed > 0 {
         ExitCode::from(1)
     } else {
