@@ -34,6 +34,8 @@ echo; echo '$ cxr search indexes/nih --text "pleural effusion" -k 5 --rerank 20 
   --image-root "$DATA/nih1000/valid" "$DATA/nih1000/test"
 echo; echo '$ cxr search indexes/dicom --image rg1-j2kr.dcm -k 3'
 "$cxr" search indexes/dicom --image "$DATA/dicom/rg1-j2kr.dcm" -k 3
+echo; echo '$ cxr search indexes/dicom --image rg1-j2kr.dcm -k 3 --image-match appearance'
+"$cxr" search indexes/dicom --image "$DATA/dicom/rg1-j2kr.dcm" -k 3 --image-match appearance
 for corpus in iu covid nih; do
   echo; echo "\$ cxr eval indexes/$corpus --corpus $corpus"
   "$cxr" eval "indexes/$corpus" --queries "$BENCH/queries-dev.jsonl" --qrels "$BENCH/qrels-dev.txt" \
