@@ -7,6 +7,10 @@ embeddings. Prints the ROC AUC on NIH valid/ and test/ of each rule, per model a
 over the models given (the seeds of `tools/seed_spread.sh`). `cxr classify` uses
 `ensemble, unit means` (src/classify.rs).
 
+`text-match`: ways of ranking the nih corpus for a text query, tried and not adopted: the
+engine's cosine against the query's margin and its finding profile (the dev set's 6 nih text
+queries, and one query per NIH label).
+
 `image-match`: how an example image is compared with indexed ones. Every NIH train/ image is
 a query over valid/ (where the rule was chosen) and over valid/ + test/, judged as
 `tools/make_image_queries.py` judges them; prints mean NDCG@5 and how many distinct documents
@@ -16,6 +20,7 @@ fill the queries' top 5. `cxr search --image` uses `margins` (src/search/finding
     pip install -r tools/requirements-rules.txt
     python3 tools/zero_shot_rules.py normal models/default [MORE_MODEL_DIRS...]
     python3 tools/zero_shot_rules.py image-match models/default
+    python3 tools/zero_shot_rules.py text-match models/default
 
 CXR=path/to/cxr names the binary (default target/release/cxr, built by cargo build --release).
 The prompts are those of src/classify.rs and src/train/vocab.rs, repeated here.
@@ -195,6 +200,64 @@ def cmd_image_match(args):
     print(f"cosine between two valid+test images: mean {cos.mean():.4f}, min {cos.min():.4f}")
 
 
+def cmd_text_match(args):
+    """Text queries ranked three ways over the nih corpus (valid/ + test/): the engine's cosine,
+    the margin of the query against "no <query>", and the query's similarity to each finding's
+    positive side carried through the margins (as image queries by findings are)."""
+    images = nih(args.data)
+    model = args.model
+    docs = [im for im in images if im[1] in ("valid", "test")]
+    stem = lambda p: os.path.splitext(os.path.basename(p))[0]
+    ids = [stem(p) for p, _, _ in docs]
+    x = image_embeddings(model, args.data, docs)
+    bench = args.bench
+    qrels = {}
+    for line in open(os.path.join(bench, "qrels-dev.txt")):
+        q, _, d, r = line.split()
+        qrels.setdefault(q, {})[d] = int(r)
+    queries = [json.loads(line) for line in open(os.path.join(bench, "queries-dev.jsonl"))]
+    sets = {"dev nih text": [(q["text"], qrels.get(q["id"], {})) for q in queries
+                             if q["corpus"] == "nih" and "text" in q]}
+    # One query per NIH label, its vocabulary phrase, judged by the label.
+    label_phrases = {
+        "Effusion": "pleural effusion", "Cardiomegaly": "cardiomegaly",
+        "Atelectasis": "atelectasis", "Infiltration": "pulmonary infiltrate",
+        "Consolidation": "consolidation", "Pneumonia": "pneumonia", "Edema": "pulmonary edema",
+        "Pneumothorax": "pneumothorax", "Nodule": "pulmonary nodule", "Mass": "lung mass",
+        "Emphysema": "emphysema", "Fibrosis": "pulmonary fibrosis",
+        "Pleural_Thickening": "pleural thickening", "Hernia": "hiatal hernia",
+        "No Finding": NORMAL,
+    }
+    sets["NIH labels (14 with a document)"] = [
+        (phrase, {ids[i]: 2 for i, (_, _, labels) in enumerate(docs) if label in labels})
+        for label, phrase in label_phrases.items()]
+    opposite = lambda t: t[3:] if t.startswith("no ") else "no " + t
+    texts = sorted({t for qs in sets.values() for t, _ in qs}
+                   | {opposite(t) for qs in sets.values() for t, _ in qs})
+    e, pos, neg = prompts(model)
+    e.update(embed(model, texts=texts))
+    linear, _ = normal_rules(e, pos, neg)
+    axes = np.vstack([linear["ensemble, unit means"][None], pos - neg])
+    positive = np.vstack([unit(np.vstack([e[NORMAL][None], neg]).mean(0))[None], pos])
+    rules = {
+        "cosine (the engine's)": lambda t: e[t],
+        "margin against 'no <query>'": lambda t: e[t] - e[opposite(t)],
+        "finding profile via margins": lambda t: axes.T @ (positive @ e[t] - (positive @ e[t]).mean()),
+    }
+    print(f"{'rule':32s} " + " ".join(f"{name:>32s}" for name in sets))
+    for name, rule in rules.items():
+        cells = []
+        for qs in sets.values():
+            vals = []
+            for t, rel in qs:
+                gains = [rel.get(i, 0) for i in ids]
+                if not any(gains):
+                    continue
+                vals.append(ndcg5(np.argsort(-(x @ rule(t)), kind="stable"), gains))
+            cells.append(f"{np.mean(vals):.3f} ({len(vals)})")
+        print(f"{name:32s} " + " ".join(f"{c:>32s}" for c in cells))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="../shared/data")
@@ -203,8 +266,12 @@ def main():
     n.add_argument("models", nargs="+")
     m = sub.add_parser("image-match", help="ways of comparing an example image")
     m.add_argument("model")
+    t = sub.add_parser("text-match", help="ways of ranking images for a text query")
+    t.add_argument("model")
+    t.add_argument("--bench", default="../shared/bench")
     args = ap.parse_args()
-    {"normal": cmd_normal, "image-match": cmd_image_match}[args.cmd](args)
+    {"normal": cmd_normal, "image-match": cmd_image_match,
+     "text-match": cmd_text_match}[args.cmd](args)
 
 
 if __name__ == "__main__":
