@@ -6,10 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use cxr_search::ingest::{self, walk};
 use cxr_search::model;
 
-use crate::{decode_options_for, load_model, ModelArgs};
+use crate::{embed_files, load_model, ModelArgs};
 
 #[derive(Args)]
 pub(crate) struct ClassifyArgs {
@@ -59,34 +58,13 @@ pub(crate) fn cmd_classify(args: ClassifyArgs) -> Result<ExitCode> {
     let scale = classify::stored_scale(&model_dir).unwrap_or(classify::MAX_SCALE);
     let zs = classify::ZeroShot::new(&model, prompts.clone(), scale)?;
 
-    let mut files = Vec::new();
-    for item in walk::walk(&args.images) {
-        match item {
-            Ok(path) => files.push(path),
-            Err((path, reason)) => eprintln!("cxr: {}: {reason}", path.display()),
-        }
-    }
-    let decode_options = decode_options_for(Some(&model));
     let mut ids = Vec::new();
     let mut embeddings = Vec::new();
-    let mut failed = 0usize;
-    for chunk in files.chunks(args.batch_size.max(1)) {
-        let mut inputs = Vec::new();
-        for path in chunk {
-            match ingest::decode_file(path, &decode_options) {
-                Ok(d) => {
-                    inputs.push(model.prepare_image(&d.image));
-                    ids.push(path.clone());
-                }
-                Err(e) => {
-                    // The error names the file.
-                    eprintln!("cxr: {e}");
-                    failed += 1;
-                }
-            }
-        }
-        embeddings.extend(model.embed_inputs(&inputs)?);
-    }
+    let failed = embed_files(&model, &args.images, args.batch_size, |files, batch| {
+        ids.extend_from_slice(files);
+        embeddings.extend(batch);
+        Ok(())
+    })?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let file_name = |p: &Path| {

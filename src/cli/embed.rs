@@ -7,9 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use cxr_search::ingest::{self, walk};
 
-use crate::{decode_options_for, load_model, ModelArgs};
+use crate::{embed_files, load_model, ModelArgs};
 
 #[derive(Args)]
 pub(crate) struct EmbedArgs {
@@ -61,43 +60,18 @@ pub(crate) fn cmd_embed(args: EmbedArgs) -> Result<ExitCode> {
             writeln!(out, "{line}")?;
         }
     }
-    let mut failed = 0usize;
-    let mut files = Vec::new();
-    for item in walk::walk(&args.images) {
-        match item {
-            Ok(path) => files.push(path),
-            Err((path, reason)) => {
-                eprintln!("cxr: {}: {reason}", path.display());
-                failed += 1;
-            }
-        }
-    }
-    let decode_options = decode_options_for(Some(&model));
     let mut embedded = 0usize;
-    for chunk in files.chunks(args.batch_size.max(1)) {
-        let mut inputs = Vec::new();
-        let mut names = Vec::new();
-        for path in chunk {
-            match ingest::decode_file(path, &decode_options) {
-                Ok(d) => {
-                    inputs.push(model.prepare_image(&d.image));
-                    names.push(path);
-                }
-                Err(e) => {
-                    eprintln!("cxr: {e}");
-                    failed += 1;
-                }
-            }
-        }
-        embedded += names.len();
-        for (path, embedding) in names.into_iter().zip(model.embed_inputs(&inputs)?) {
+    let failed = embed_files(&model, &args.images, args.batch_size, |files, batch| {
+        embedded += files.len();
+        for (path, embedding) in files.iter().zip(batch) {
             let line = serde_json::json!({
                 "image": path.display().to_string(),
                 "embedding": embedding,
             });
             writeln!(out, "{line}")?;
         }
-    }
+        Ok(())
+    })?;
     out.flush()?;
     if !args.images.is_empty() && embedded == 0 && failed == 0 {
         eprintln!("cxr: no image under the paths given");

@@ -95,7 +95,7 @@ pub(crate) fn cmd_eval(args: EvalArgs) -> Result<ExitCode> {
                 image_queries += 1;
                 let decoded = ingest::decode_file(path, &decode_options_for(model.as_ref()))
                     .with_context(|| format!("query {}", q.id))?;
-                searcher.search_image(&decoded.image, &opts)?
+                searcher.search_image(&decoded.image, &opts)?.hits
             }
         };
         // trec_eval orders a run by score; after reranking the first-stage scores no longer

@@ -159,6 +159,49 @@ fn main() -> ExitCode {
 
 /// Decoding for images that `model` will embed: no finer than its preprocessing needs, so that
 /// index and query images go through the same decode.
+/// Walks `inputs` and embeds every image found, `batch_size` at a time, handing each batch's
+/// files and unit embeddings to `each` as they come (`cxr classify`, `cxr embed`). A path that
+/// cannot be walked or a file that cannot be decoded is reported on stderr and skipped;
+/// returns how many were.
+fn embed_files(
+    model: &DualEncoder,
+    inputs: &[PathBuf],
+    batch_size: usize,
+    mut each: impl FnMut(&[PathBuf], Vec<Vec<f32>>) -> Result<()>,
+) -> Result<usize> {
+    let mut failed = 0usize;
+    let mut files = Vec::new();
+    for item in cxr_search::ingest::walk::walk(inputs) {
+        match item {
+            Ok(path) => files.push(path),
+            Err((path, reason)) => {
+                eprintln!("cxr: {}: {reason}", path.display());
+                failed += 1;
+            }
+        }
+    }
+    let decode_options = decode_options_for(Some(model));
+    for chunk in files.chunks(batch_size.max(1)) {
+        let mut inputs = Vec::new();
+        let mut read = Vec::new();
+        for path in chunk {
+            match cxr_search::ingest::decode_file(path, &decode_options) {
+                Ok(d) => {
+                    inputs.push(model.prepare_image(&d.image));
+                    read.push(path.clone());
+                }
+                Err(e) => {
+                    // The error names the file.
+                    eprintln!("cxr: {e}");
+                    failed += 1;
+                }
+            }
+        }
+        each(&read, model.embed_inputs(&inputs)?)?;
+    }
+    Ok(failed)
+}
+
 fn decode_options_for(model: Option<&DualEncoder>) -> DecodeOptions {
     DecodeOptions {
         min_side: model

@@ -184,7 +184,7 @@ impl SearchSession<'_> {
     fn answer(&self, query: &BatchQuery, id: Option<&str>, out: &mut impl Write) -> Result<bool> {
         let index = self.index;
         let started = std::time::Instant::now();
-        let mut image_answer = None;
+        let mut matched_by = None;
         let (mut hits, query_text) = match query {
             BatchQuery::Text(text) => {
                 warn_if_denials_unindexed(index, text);
@@ -195,12 +195,9 @@ impl SearchSession<'_> {
                     bail!("--rerank applies to text queries, not to image ones");
                 }
                 let decoded = ingest::decode_file(path, &decode_options_for(self.model))?;
-                let mut answer = self
-                    .searcher
-                    .search_image_explained(&decoded.image, &self.opts)?;
-                let hits = std::mem::take(&mut answer.hits);
-                image_answer = Some(answer);
-                (hits, String::new())
+                let answer = self.searcher.search_image(&decoded.image, &self.opts)?;
+                matched_by = Some(answer.matched_by);
+                (answer.hits, String::new())
             }
         };
         let mut reranked = None;
@@ -235,8 +232,8 @@ impl SearchSession<'_> {
             if let Some(id) = id {
                 value["id"] = id.into();
             }
-            if let Some(answer) = &image_answer {
-                value["matched_by"] = image_match_name(answer.matched_by).into();
+            if let Some(m) = matched_by {
+                value["matched_by"] = image_match_name(m).into();
             }
             if let (Some(scored), Some(s)) = (reranked, &self.setup) {
                 value["reranked"] = serde_json::json!({

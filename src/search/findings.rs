@@ -51,7 +51,7 @@ impl FindingAxes {
     pub fn query(&self, image: &[f32]) -> Option<Vec<f32>> {
         let mut q = vec![0f32; image.len()];
         for axis in &self.axes {
-            let margin: f32 = axis.iter().zip(image).map(|(a, x)| a * x).sum();
+            let margin = classify::dot(axis, image);
             for (qi, ai) in q.iter_mut().zip(axis) {
                 *qi += margin * ai;
             }
@@ -64,13 +64,10 @@ impl FindingAxes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classify::dot;
 
     fn axes(axes: Vec<Vec<f32>>) -> FindingAxes {
         FindingAxes { axes }
-    }
-
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| x * y).sum()
     }
 
     #[test]

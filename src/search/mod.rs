@@ -215,18 +215,10 @@ impl<'a> Searcher<'a> {
     }
 
     /// Example-image query: the images nearest by findings or by appearance
-    /// ([`ImageMatch`]). An image whose embedding carries no evidence for any finding (all
-    /// margins zero) is matched by appearance, the only thing left to compare.
+    /// ([`ImageMatch`]), and which of the two it was. An image whose embedding carries no
+    /// evidence for any finding (all margins zero) is matched by appearance, the only thing
+    /// left to compare.
     pub fn search_image(
-        &self,
-        image: &GreyImage,
-        opts: &SearchOptions,
-    ) -> Result<Vec<Hit>, SearchError> {
-        Ok(self.search_image_explained(image, opts)?.hits)
-    }
-
-    /// [`Self::search_image`], saying what the image was matched by.
-    pub fn search_image_explained(
         &self,
         image: &GreyImage,
         opts: &SearchOptions,
