@@ -12,12 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-models/default}
 OUT=${2:-indexes/fusion}
-DATA=${DATA:-../shared/data}
-BENCH=${BENCH:-../shared/bench}
-if [ -z "${CXR:-}" ]; then
-  cargo build --release --quiet
-fi
-cxr=${CXR:-target/release/cxr}
+source tools/eval_env.sh
 rm -rf "$OUT" && mkdir -p "$OUT"
 "$cxr" index "$DATA/covid/images" --reports "$DATA/covid/metadata.csv" --key filename \
   --text clinical_notes --out "$OUT/covid" --model "$MODEL" -q > /dev/null 2>&1

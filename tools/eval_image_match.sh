@@ -14,12 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-models/default}
 OUT=${2:-indexes/eval-image-match}
-DATA=${DATA:-../shared/data}
-BENCH=${BENCH:-../shared/bench}
-if [ -z "${CXR:-}" ]; then
-  cargo build --release --quiet
-fi
-cxr=${CXR:-target/release/cxr}
+source tools/eval_env.sh
 rm -rf "$OUT" && mkdir -p "$OUT"
 
 python3 tools/make_image_queries.py --data "$DATA" --out "$OUT/queries-valid" --splits valid

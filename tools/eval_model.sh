@@ -11,13 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:?usage: tools/eval_model.sh MODEL_DIR [OUT_DIR]}
 OUT=${2:-indexes/eval-$(basename "$MODEL")}
-DATA=${DATA:-../shared/data}
-BENCH=${BENCH:-../shared/bench}
-# CXR=path/to/cxr skips the release build (e.g. a dev build, whose dependencies are optimised).
-if [ -z "${CXR:-}" ]; then
-  cargo build --release --quiet
-fi
-cxr=${CXR:-target/release/cxr}
+source tools/eval_env.sh
 rm -rf "$OUT" && mkdir -p "$OUT"
 
 echo "\$ cxr classify $DATA/nih1000/test --labels $DATA/nih1000/labels.csv --model $MODEL"

@@ -14,13 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-models/default}
 OUT=${2:-indexes/eval-reranker}
-DATA=${DATA:-../shared/data}
-BENCH=${BENCH:-../shared/bench}
+source tools/eval_env.sh
 RERANKER=${RERANKER:-$MODEL/reranker}
-if [ -z "${CXR:-}" ]; then
-  cargo build --release --quiet
-fi
-cxr=${CXR:-target/release/cxr}
 rm -rf "$OUT" && mkdir -p "$OUT"
 
 "$cxr" index "$DATA/nih1000/valid" "$DATA/nih1000/test" --reports "$DATA/nih1000/labels.csv" \

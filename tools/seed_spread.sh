@@ -13,11 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${1:-0 1 2}
 OUT=${2:-indexes/seed-spread}
-DATA=${DATA:-../shared/data}
-if [ -z "${CXR:-}" ]; then
-  cargo build --release --quiet
-fi
-cxr=${CXR:-target/release/cxr}
+source tools/eval_env.sh
 mkdir -p "$OUT"
 
 printf '%-6s %-14s %-14s %-14s %-14s\n' seed "valid mean" "valid normal" "test mean" "test normal"
