@@ -18,6 +18,10 @@
 //! - `open`: a reader (`Index::open`) of the `fields` index: what opening an index costs per
 //!   document (time and memory), where documents are all a reader holds in memory.
 //!
+//! The RSS growth is split: `of which anonymous` (`RssAnon`) is the part the kernel cannot drop;
+//! the rest is page cache of mapped files (the writer's scratch tables among them), written
+//! out and dropped under memory pressure.
+//!
 //! Beside the RSS, each line reports the heap the writer still holds after its last commit
 //! (`held B/doc`), counted by this binary's allocator: exact and the same in every run, where
 //! the RSS moves by megabytes with the allocator's caching, so it resolves a few bytes per
@@ -79,8 +83,10 @@ struct Args {
     bench: bool,
 }
 
-/// (current RSS, peak RSS) of this process in KiB, from /proc (Linux).
-fn rss_kib() -> Result<(u64, u64)> {
+/// (current RSS, peak RSS, current anonymous RSS) of this process in KiB, from /proc (Linux).
+/// The anonymous part is what the kernel cannot drop under memory pressure (heap, not the
+/// page cache of mapped files).
+fn rss_kib() -> Result<(u64, u64, u64)> {
     let status =
         std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let field = |key: &str| -> Result<u64> {
@@ -91,7 +97,7 @@ fn rss_kib() -> Result<(u64, u64)> {
             .and_then(|v| v.parse().ok())
             .with_context(|| format!("no {key} in /proc/self/status"))
     };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
+    Ok((field("VmRSS:")?, field("VmHWM:")?, field("RssAnon:")?))
 }
 
 fn document(i: usize, part: &str, dim: usize) -> Document {
@@ -125,19 +131,19 @@ fn document(i: usize, part: &str, dim: usize) -> Document {
 /// The `open` line: opens the index the `fields` run left, in a process of its own.
 fn open_child(n: usize, work: &Path) -> Result<()> {
     let dir = work.join(format!("fields-{n}"));
-    let (start, _) = rss_kib()?;
+    let (start, _, anon_start) = rss_kib()?;
     let t = Instant::now();
     let index = cxr_index::Index::open(&dir)
         .with_context(|| format!("opening {} (run the `fields` line first)", dir.display()))?;
     let open_s = t.elapsed().as_secs_f64();
-    let (after, peak) = rss_kib()?;
+    let (after, peak, anon_after) = rss_kib()?;
     anyhow::ensure!(index.len() == n, "{} documents, expected {n}", index.len());
     drop(index);
     std::fs::remove_dir_all(&dir).ok();
     common::emit(json!({
         "row": "writer_memory", "part": "open", "n": n, "added": n,
         "rss_start_kib": start, "rss_after_add_kib": after, "peak_kib": peak,
-        "commit_s": open_s,
+        "anon_start_kib": anon_start, "anon_after_add_kib": anon_after, "commit_s": open_s,
     }));
     Ok(())
 }
@@ -176,7 +182,7 @@ fn child(part: &str, n: usize, dim: usize, work: &Path) -> Result<()> {
     if part == "tracked" {
         writer.track_field("sha256")?;
     }
-    let (start, _) = rss_kib()?;
+    let (start, _, anon_start) = rss_kib()?;
     common::count_heap(true);
     let heap_start = common::live_heap_bytes();
     let added = range.len();
@@ -201,9 +207,9 @@ fn child(part: &str, n: usize, dim: usize, work: &Path) -> Result<()> {
             since = 0;
         }
     }
-    let (after_add, _) = rss_kib()?;
+    let (after_add, _, anon_after_add) = rss_kib()?;
     timed_commit(&mut writer)?;
-    let (_, peak) = rss_kib()?;
+    let (_, peak, _) = rss_kib()?;
     let held = common::live_heap_bytes().saturating_sub(heap_start);
     drop(writer);
     if !matches!(part, "vectors" | "fields") {
@@ -212,6 +218,7 @@ fn child(part: &str, n: usize, dim: usize, work: &Path) -> Result<()> {
     common::emit(json!({
         "row": "writer_memory", "part": part, "n": n, "dim": dim, "added": added,
         "rss_start_kib": start, "rss_after_add_kib": after_add, "peak_kib": peak,
+        "anon_start_kib": anon_start, "anon_after_add_kib": anon_after_add,
         "commit_s": commit_s, "held_bytes": held,
     }));
     Ok(())
@@ -243,12 +250,13 @@ fn main() -> Result<()> {
             let kib = |k: &str| v[k].as_f64().unwrap_or(0.0);
             let added = kib("added").max(1.0);
             let grow = |k: &str| (kib(k) - kib("rss_start_kib")) * 1024.0 / added;
+            let anon = (kib("anon_after_add_kib") - kib("anon_start_kib")) * 1024.0 / added;
             let held = match v["held_bytes"].as_f64() {
                 Some(bytes) => format!("{:.1}", bytes / added),
                 None => "-".into(),
             };
             rows.push(format!(
-                "| {part} | {n} | {} | {:.0} | {:.0} | {:.0} | {held} | {:.1} |",
+                "| {part} | {n} | {} | {:.0} | {anon:.0} | {:.0} | {:.0} | {held} | {:.1} |",
                 v["added"],
                 grow("rss_after_add_kib"),
                 grow("peak_kib"),
@@ -260,9 +268,9 @@ fn main() -> Result<()> {
         std::fs::remove_dir_all(args.work_dir.join(format!("fields-{n}"))).ok();
     }
     eprintln!(
-        "\n| part | N | added | RSS growth after add, B/doc | peak growth, B/doc | peak MiB | held B/doc | commits (open: opening), s |"
+        "\n| part | N | added | RSS growth after add, B/doc | of which anonymous | peak growth, B/doc | peak MiB | held B/doc | commits (open: opening), s |"
     );
-    eprintln!("|---|---|---|---|---|---|---|---|");
+    eprintln!("|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         eprintln!("{r}");
     }

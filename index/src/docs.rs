@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::Mmap;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -32,6 +33,7 @@ use crate::error::{IndexError, Result};
 use crate::fsio;
 use crate::keys::{key_hash, KeyTable};
 use crate::manifest::{FileEntry, Manifest};
+use crate::scratch::{ScratchVec, SPILL_BYTES};
 
 /// One line of the docs file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,20 +237,21 @@ struct StoredId<'a> {
 /// One bit per ordinal: whether the document is deleted.
 #[derive(Debug, Default)]
 struct Tombstones {
-    words: Vec<u64>,
+    words: ScratchVec<u64>,
     len: usize,
     count: usize,
 }
 
 impl Tombstones {
-    fn push(&mut self, deleted: bool) {
+    fn push(&mut self, deleted: bool) -> std::io::Result<()> {
         if self.len.is_multiple_of(64) {
-            self.words.push(0);
+            self.words.push(0)?;
         }
         self.len += 1;
         if deleted {
             self.set(self.len - 1);
         }
+        Ok(())
     }
 
     fn get(&self, ord: usize) -> Option<bool> {
@@ -265,10 +268,12 @@ impl Tombstones {
 /// What both tables keep per ordinal: where its line starts (in the parts read back to back,
 /// then, for a writer, its pending lines), whether it is deleted, and, for those with one, its
 /// vector row; and the ids by a 64-bit hash, confirmed against the line on a hit. About 24
-/// bytes per document: 12 in the [`KeyTable`], 8 for the line's start, 4 for the row.
+/// bytes per document: 12 in the [`KeyTable`], 8 for the line's start, 4 for the row. A
+/// reader keeps them on the heap; a writer, which lives as long as an archive is indexed, in
+/// scratch files ([`Ordinals::spilling`]) once each array passes a mebibyte.
 #[derive(Debug)]
 pub(crate) struct Ordinals {
-    starts: Vec<u64>,
+    starts: ScratchVec<u64>,
     deleted: Tombstones,
     /// [`key_hash`] of each id when it was added -> its ordinal (deleted ones stay).
     ids: KeyTable,
@@ -276,22 +281,37 @@ pub(crate) struct Ordinals {
     hash: fn(&str) -> u64,
     /// Vector row -> document ordinal. Rows are given in ordinal order, so this is sorted and
     /// also answers ordinal -> row, by binary search.
-    row_to_ord: Vec<u32>,
+    row_to_ord: ScratchVec<u32>,
 }
 
 impl Default for Ordinals {
     fn default() -> Self {
         Ordinals {
-            starts: Vec::new(),
+            starts: ScratchVec::new(),
             deleted: Tombstones::default(),
             ids: KeyTable::default(),
             hash: key_hash,
-            row_to_ord: Vec::new(),
+            row_to_ord: ScratchVec::new(),
         }
     }
 }
 
 impl Ordinals {
+    /// Ordinals whose arrays move into scratch files in `dir` past `at_bytes` each.
+    fn spilling(dir: &Arc<Path>, at_bytes: usize) -> Ordinals {
+        let spill = || ScratchVec::spilling(dir.clone(), at_bytes);
+        Ordinals {
+            starts: spill(),
+            deleted: Tombstones {
+                words: spill(),
+                ..Tombstones::default()
+            },
+            ids: KeyTable::spilling(dir, at_bytes),
+            hash: key_hash,
+            row_to_ord: ScratchVec::spilling(dir.clone(), at_bytes),
+        }
+    }
+
     /// Number of records, tombstones included (the next ordinal).
     pub(crate) fn len(&self) -> usize {
         self.starts.len()
@@ -299,11 +319,11 @@ impl Ordinals {
 
     /// Makes room for `records` more records, `live` of them live and `rows` with a vector,
     /// so that loading an index allocates each array once, at its size.
-    fn reserve(&mut self, records: usize, live: usize, rows: usize) {
-        self.starts.reserve_exact(records);
-        self.deleted.words.reserve_exact(records.div_ceil(64));
-        self.ids.reserve(live);
-        self.row_to_ord.reserve_exact(rows);
+    fn reserve(&mut self, records: usize, live: usize, rows: usize) -> std::io::Result<()> {
+        self.starts.reserve_exact(records)?;
+        self.deleted.words.reserve_exact(records.div_ceil(64))?;
+        self.ids.reserve(live)?;
+        self.row_to_ord.reserve_exact(rows)
     }
 
     /// Number of live documents.
@@ -335,18 +355,29 @@ impl Ordinals {
     }
 
     /// Appends a record whose line starts at `start`; the caller has checked that a live id
-    /// is new and that `row` is the next row.
-    fn push(&mut self, id: &str, row: Option<u32>, deleted: bool, start: u64) -> u32 {
+    /// is new and that `row` is the next row. An error (a scratch file that cannot grow)
+    /// comes before anything changed.
+    fn push(
+        &mut self,
+        id: &str,
+        row: Option<u32>,
+        deleted: bool,
+        start: u64,
+    ) -> std::io::Result<u32> {
         let ord = self.len() as u32;
-        self.starts.push(start);
+        self.starts.reserve(1)?;
+        self.row_to_ord.reserve(usize::from(row.is_some()))?;
+        self.deleted.words.reserve(1)?;
+        // Within the room just made: these cannot fail.
+        self.starts.push(start)?;
         if row.is_some() {
-            self.row_to_ord.push(ord);
+            self.row_to_ord.push(ord)?;
         }
-        self.deleted.push(deleted);
+        self.deleted.push(deleted)?;
         if !deleted {
             self.ids.insert((self.hash)(id), ord);
         }
-        ord
+        Ok(ord)
     }
 
     /// The ordinal of the live document with this id; `id_at(ord)` reads a candidate's id.
@@ -435,7 +466,11 @@ fn load_into(dir: &Path, manifest: &Manifest, table: &mut impl Records) -> Resul
     let records = (manifest.doc_count as usize).min(most);
     let live = records.saturating_sub(manifest.deleted_count as usize);
     let rows = (manifest.vector_count as usize).min(records);
-    table.ords_mut().reserve(records, live, rows);
+    let scratch = |e| IndexError::io(dir)(e);
+    table
+        .ords_mut()
+        .reserve(records, live, rows)
+        .map_err(scratch)?;
     let mut start = 0u64;
     for entry in manifest.docs_files() {
         let path = dir.join(&entry.name);
@@ -484,7 +519,8 @@ fn load_into(dir: &Path, manifest: &Manifest, table: &mut impl Records) -> Resul
             }
             table
                 .ords_mut()
-                .push(&head.id, head.row, head.deleted, start + line_start as u64);
+                .push(&head.id, head.row, head.deleted, start + line_start as u64)
+                .map_err(scratch)?;
         }
         table.add_part(LoadedPart {
             entry: entry.clone(),
@@ -628,11 +664,15 @@ struct Part {
 /// what it holds per document matters. Committed records stay on disk, in the docs file's
 /// parts, and are read back when asked for (a positioned read of one line to confirm an id, a
 /// sequential read for a walk over all), so that the files are not mapped into the writer's
-/// memory; it keeps the [`Ordinals`] (about 24 bytes per document). Records added since the
-/// last commit are kept as the lines that will be written.
+/// memory; it keeps the [`Ordinals`] (about 24 bytes per document, in scratch files past a
+/// mebibyte per array). Records added since the last commit are kept as the lines that will
+/// be written.
 #[derive(Debug)]
 pub(crate) struct WriterDocs {
     dir: PathBuf,
+    /// Where the tables' scratch files go (the index folder), and past how many bytes.
+    scratch: Arc<Path>,
+    spill_at: usize,
     parts: Vec<Part>,
     /// Bytes and records in `parts`.
     committed_len: u64,
@@ -707,13 +747,21 @@ impl StagedDocs {
 impl WriterDocs {
     /// The table of a new index in `dir`.
     pub(crate) fn new(dir: &Path) -> WriterDocs {
+        WriterDocs::spilling_at(dir, SPILL_BYTES)
+    }
+
+    /// The table of a new index in `dir`, whose arrays spill past `spill_at` bytes each.
+    fn spilling_at(dir: &Path, spill_at: usize) -> WriterDocs {
+        let scratch: Arc<Path> = Arc::from(dir);
         WriterDocs {
             dir: dir.to_path_buf(),
+            ords: Ordinals::spilling(&scratch, spill_at),
+            scratch,
+            spill_at,
             parts: Vec::new(),
             committed_len: 0,
             committed: 0,
             pending: Vec::new(),
-            ords: Ordinals::default(),
             changed_from: None,
             renumbered: false,
             lookups: Vec::new(),
@@ -831,9 +879,16 @@ impl WriterDocs {
             });
         }
         self.pending.push(b'\n');
-        let ord = self
+        let ord = match self
             .ords
-            .push(&record.id, record.row, record.deleted, start);
+            .push(&record.id, record.row, record.deleted, start)
+        {
+            Ok(ord) => ord,
+            Err(e) => {
+                self.pending.truncate(mark);
+                return Err(IndexError::io(&self.dir)(e));
+            }
+        };
         if !record.deleted {
             for lookup in &mut self.lookups {
                 if let Some(value) = record.fields.get(&lookup.name) {
@@ -850,7 +905,7 @@ impl WriterDocs {
         if self.lookups.iter().any(|l| l.name == name) {
             return Ok(());
         }
-        let mut values = KeyTable::default();
+        let mut values = KeyTable::spilling(&self.scratch, self.spill_at);
         let mut lines = Lines::new(self, 0);
         for ord in 0..self.len() {
             let line = lines.next_line(ord)?;
@@ -1228,9 +1283,9 @@ mod tests {
     /// Commits of many sizes, deletions of committed and pending records, ids that need
     /// escaping, then a renumbering of rows: the writer's table, a reader's and a reopened
     /// writer's agree with a plain list after every commit, and the parts stay few.
-    fn commits_deletions_and_renumbering(hash: fn(&str) -> u64) {
+    fn commits_deletions_and_renumbering(hash: fn(&str) -> u64, spill_at: usize) {
         let dir = tempfile::tempdir().unwrap();
-        let mut docs = WriterDocs::new(dir.path());
+        let mut docs = WriterDocs::spilling_at(dir.path(), spill_at);
         docs.ords.hash = hash;
         let mut manifest = empty_manifest();
         let mut expected: Vec<Option<DocRecord>> = Vec::new();
@@ -1308,12 +1363,59 @@ mod tests {
 
     #[test]
     fn records_round_trip_through_commits_of_parts() {
-        commits_deletions_and_renumbering(key_hash);
+        commits_deletions_and_renumbering(key_hash, SPILL_BYTES);
     }
 
     #[test]
     fn ids_whose_hashes_collide_are_still_told_apart() {
-        commits_deletions_and_renumbering(|_| 7);
+        commits_deletions_and_renumbering(|_| 7, SPILL_BYTES);
+    }
+
+    /// The same with every array in a scratch file from its first values on.
+    #[test]
+    fn records_round_trip_with_the_tables_in_scratch_files() {
+        commits_deletions_and_renumbering(key_hash, 16);
+        commits_deletions_and_renumbering(|_| 7, 16);
+    }
+
+    /// Past a merge of the id table's run, in scratch files: every id is found, a tracked
+    /// field's values too, and nothing is left in the index folder.
+    #[test]
+    fn thousands_of_records_in_scratch_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut docs = WriterDocs::spilling_at(dir.path(), 256);
+        let mut manifest = empty_manifest();
+        docs.track_field("path").unwrap();
+        let n = 3 * crate::keys::RECENT_MIN;
+        for i in 0..n {
+            let r = record(
+                &format!("doc-{i}"),
+                Some(i as u32),
+                &format!("img/{}.png", i % 1000),
+            );
+            docs.push(r).unwrap();
+            if i % 5000 == 4999 {
+                commit(&mut docs, &mut manifest);
+            }
+        }
+        assert!(docs.ords.starts.is_mapped() && docs.ords.row_to_ord.is_mapped());
+        assert!(docs.delete(10).unwrap());
+        commit(&mut docs, &mut manifest);
+        for i in [0usize, 9, 11, 4095, 4096, n - 1] {
+            assert_eq!(docs.ord_of(&format!("doc-{i}")).unwrap(), Some(i as u32));
+            assert_eq!(docs.ords.row(i), Some(i as u32));
+        }
+        assert_eq!(docs.ord_of("doc-10").unwrap(), None);
+        let found = docs.find_by_field("path", "img/10.png").unwrap().unwrap();
+        let expected: Vec<u32> = (0..n as u32)
+            .filter(|&o| o % 1000 == 10 && o != 10)
+            .collect();
+        assert_eq!(found, expected);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| n.starts_with("docs-")), "{names:?}");
     }
 
     #[test]

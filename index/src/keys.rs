@@ -3,9 +3,10 @@
 //! An index writer lives as long as an archive is indexed, and this table is one of the few
 //! things it keeps per document, so its layout is chosen for size: one sorted run of
 //! `(hash, ordinal)` pairs in two arrays (12 bytes per entry), and a hash map of the entries
-//! added since the run was last merged, at most a sixteenth of the run (under 2.5 bytes per
-//! entry). A hash map of every entry costs 20-40 bytes each (16-byte buckets at most 7/8 full,
-//! doubled when it grows).
+//! added since the run was last merged, at most a sixteenth of the run and at most
+//! [`RECENT_MAX`] entries. A hash map of every entry costs 20-40 bytes each (16-byte buckets
+//! at most 7/8 full, doubled when it grows). A writer's run lives in a scratch file
+//! ([`ScratchVec`]) once it passes a mebibyte, so only the bounded map stays on the heap.
 //!
 //! Entries are never removed: a deleted document's ordinal stays under its hash, and a hash
 //! may name several ordinals (a 64-bit collision, or a key deleted and added again). A lookup
@@ -13,12 +14,22 @@
 //! stored record.
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::scratch::ScratchVec;
 
 /// The hash map is merged into the sorted run when it holds this many entries, or a sixteenth
-/// of the run when that is more. Each merge copies the run, so with the limit growing with the
-/// run an entry is copied about 16 times in all (200 bytes of copying per entry), where a
-/// fixed limit would copy the run `n / limit` times.
+/// of the run when that is more (up to [`RECENT_MAX`]). Each merge copies the run, so with the
+/// limit growing with the run an entry is copied about 16 times in all (200 bytes of copying
+/// per entry), where a fixed limit would copy the run `n / limit` times.
 pub(crate) const RECENT_MIN: usize = 1 << 12;
+
+/// The most entries the hash map holds (about 4 MiB), so that the heap a table holds stays
+/// bounded: past 2 million entries merges come every 131,072 additions, each copying the run
+/// (in its scratch file), which at 10 million entries adds about 4 GB of sequential copying
+/// over the whole run, against hours of embedding.
+pub(crate) const RECENT_MAX: usize = 1 << 17;
 
 /// A fixed-key 64-bit hash of a key: the same key hashes alike in every process.
 pub(crate) fn key_hash(key: &str) -> u64 {
@@ -30,13 +41,13 @@ pub(crate) fn key_hash(key: &str) -> u64 {
 #[derive(Debug, Default)]
 pub(crate) struct KeyTable {
     /// The sorted run: `hashes[i]` names `ords[i]`, ordered by (hash, ordinal).
-    hashes: Vec<u64>,
-    ords: Vec<u32>,
+    hashes: ScratchVec<u64>,
+    ords: ScratchVec<u32>,
     /// Where each range of hashes starts in the run: `buckets[b]` is the first entry whose
     /// top `bucket_bits` bits are `b` or more (and one past the end). Hashes are uniform, so a
     /// bucket holds about 8 entries and a lookup reads one or two cache lines of the run where
     /// a binary search over all of it would miss the cache a dozen times. 0.5 bytes per entry.
-    buckets: Vec<u32>,
+    buckets: ScratchVec<u32>,
     bucket_bits: u32,
     /// Entries since the last merge: the first ordinal under each hash in `recent`, the
     /// others (rare) in `recent_more`.
@@ -45,6 +56,17 @@ pub(crate) struct KeyTable {
 }
 
 impl KeyTable {
+    /// A table whose arrays move into scratch files in `dir` past `at_bytes` each
+    /// ([`SPILL_BYTES`](crate::scratch::SPILL_BYTES) for a writer's).
+    pub(crate) fn spilling(dir: &Arc<Path>, at_bytes: usize) -> KeyTable {
+        KeyTable {
+            hashes: ScratchVec::spilling(dir.clone(), at_bytes),
+            ords: ScratchVec::spilling(dir.clone(), at_bytes),
+            buckets: ScratchVec::spilling(dir.clone(), at_bytes),
+            ..KeyTable::default()
+        }
+    }
+
     /// Number of entries.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -53,12 +75,15 @@ impl KeyTable {
 
     /// Makes room in the sorted run for `n` more entries: a table loaded from an index of
     /// known size is then merged in place, with no copy of the run left to the allocator.
-    pub(crate) fn reserve(&mut self, n: usize) {
-        self.hashes.reserve_exact(n);
-        self.ords.reserve_exact(n);
+    pub(crate) fn reserve(&mut self, n: usize) -> std::io::Result<()> {
+        self.hashes.reserve_exact(n)?;
+        self.ords.reserve_exact(n)
     }
 
-    /// Adds `ord` under `hash`. Ordinals are added in increasing order.
+    /// Adds `ord` under `hash`. Ordinals are added in increasing order. A merge that cannot
+    /// grow the run (its scratch file's disk is full) leaves the entries in the map, where
+    /// they are found as well, and is tried again at the next insertion; the writer's other
+    /// arrays, which grow in the same folder, report the condition.
     pub(crate) fn insert(&mut self, hash: u64, ord: u32) {
         match self.recent.entry(hash) {
             std::collections::hash_map::Entry::Occupied(_) => self.recent_more.push((hash, ord)),
@@ -67,8 +92,8 @@ impl KeyTable {
             }
         }
         let recent = self.recent.len() + self.recent_more.len();
-        if recent >= RECENT_MIN.max(self.hashes.len() / 16) {
-            self.merge();
+        if recent >= RECENT_MIN.max(self.hashes.len() / 16).min(RECENT_MAX) {
+            let _deferred = self.merge();
         }
     }
 
@@ -95,19 +120,24 @@ impl KeyTable {
     }
 
     /// Moves the recent entries into the sorted run: sorted, then merged from the back into
-    /// the run grown in place, so that no second copy of the run is made.
-    fn merge(&mut self) {
+    /// the run grown in place, so that no second copy of the run is made. Nothing moves
+    /// until both arrays have room, so an error leaves the entries in the map.
+    fn merge(&mut self) -> std::io::Result<()> {
+        if self.recent.is_empty() && self.recent_more.is_empty() {
+            return Ok(());
+        }
+        let (old, added) = (
+            self.hashes.len(),
+            self.recent.len() + self.recent_more.len(),
+        );
+        self.hashes.reserve_exact(added)?;
+        self.ords.reserve_exact(added)?;
+        // Within the room just made: these cannot fail.
+        self.hashes.resize(old + added, 0)?;
+        self.ords.resize(old + added, 0)?;
         let mut recent: Vec<(u64, u32)> = self.recent.drain().collect();
         recent.append(&mut self.recent_more);
-        if recent.is_empty() {
-            return;
-        }
         recent.sort_unstable();
-        let (old, added) = (self.hashes.len(), recent.len());
-        self.hashes.reserve_exact(added);
-        self.ords.reserve_exact(added);
-        self.hashes.resize(old + added, 0);
-        self.ords.resize(old + added, 0);
         let (mut i, mut k) = (old, old + added);
         for &(hash, ord) in recent.iter().rev() {
             while i > 0 && (self.hashes[i - 1], self.ords[i - 1]) > (hash, ord) {
@@ -120,28 +150,33 @@ impl KeyTable {
             self.hashes[k] = hash;
             self.ords[k] = ord;
         }
-        self.index_buckets();
+        self.index_buckets()
     }
 
     /// Rebuilds [`buckets`](Self::buckets) for the run as it now is.
-    fn index_buckets(&mut self) {
+    fn index_buckets(&mut self) -> std::io::Result<()> {
         let n = self.hashes.len();
-        // About 8 entries a bucket; none below 64 entries, where the run is one bucket.
-        self.bucket_bits = (n / 8).checked_ilog2().filter(|&b| b >= 3).unwrap_or(0);
+        // Until the buckets are rebuilt, a lookup searches the whole run (correct, slower),
+        // which is also what an error leaves.
+        self.bucket_bits = 0;
         self.buckets.clear();
-        if self.bucket_bits == 0 {
-            return;
+        // About 8 entries a bucket; none below 64 entries, where the run is one bucket.
+        let bits = (n / 8).checked_ilog2().filter(|&b| b >= 3).unwrap_or(0);
+        if bits == 0 {
+            return Ok(());
         }
-        let count = 1usize << self.bucket_bits;
-        self.buckets.reserve_exact(count + 1);
+        let count = 1usize << bits;
+        self.buckets.reserve_exact(count + 1)?;
         let mut at = 0usize;
         for b in 0..count {
-            while at < n && ((self.hashes[at] >> (64 - self.bucket_bits)) as usize) < b {
+            while at < n && ((self.hashes[at] >> (64 - bits)) as usize) < b {
                 at += 1;
             }
-            self.buckets.push(at as u32);
+            self.buckets.push(at as u32)?;
         }
-        self.buckets.push(n as u32);
+        self.buckets.push(n as u32)?;
+        self.bucket_bits = bits;
+        Ok(())
     }
 }
 
@@ -175,6 +210,26 @@ mod tests {
         }
         assert_eq!(table.candidates(1).count(), 0);
         assert_eq!(table.candidates(u64::MAX).count(), 0);
+    }
+
+    #[test]
+    fn a_table_in_scratch_files_finds_what_one_on_the_heap_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path: Arc<Path> = Arc::from(dir.path());
+        let n = 20 * RECENT_MIN as u32 + 77;
+        let hash_of = |ord: u32| key_hash(&format!("doc-{}", ord % 5000));
+        let mut spilled = KeyTable::spilling(&path, 4096);
+        for ord in 0..n {
+            spilled.insert(hash_of(ord), ord);
+        }
+        assert!(spilled.hashes.is_mapped() && spilled.ords.is_mapped());
+        assert!(spilled.buckets.is_mapped());
+        let heap = table_with(n, hash_of);
+        for key in [0u32, 1, 2500, 4999, 5000, 123_456] {
+            let hash = key_hash(&format!("doc-{key}"));
+            let expected: Vec<u32> = heap.candidates(hash).collect();
+            assert_eq!(spilled.candidates(hash).collect::<Vec<_>>(), expected);
+        }
     }
 
     #[test]

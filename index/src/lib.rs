@@ -92,6 +92,7 @@ mod keys;
 mod layout;
 mod manifest;
 mod reader;
+pub mod scratch;
 mod text;
 mod vectors;
 mod writer;

@@ -25,10 +25,13 @@
 //! sealed between two commits is written at once but named by a manifest only at the next
 //! commit.
 //!
-//! What still grows with the index while a writer is open: per document an offset, its row,
-//! a deletion bit and a 64-bit hash of its id in a sorted run (about 24 bytes, 31 with the
-//! vectors' slack), and 12 bytes per tracked field ([`IndexWriter::track_field`]); committed
-//! records themselves stay on disk and are read back when asked for.
+//! What grows with the index while a writer is open: per document an offset, its row, a
+//! deletion bit and a 64-bit hash of its id in a sorted run (about 24 bytes), and 12 bytes per
+//! tracked field ([`IndexWriter::track_field`]). Each of these arrays moves into an unlinked
+//! scratch file in the index folder, memory-mapped, once it passes a mebibyte
+//! ([`scratch`](crate::scratch)), so the heap a writer holds stays bounded whatever the
+//! archive's size, and the rest is page cache the kernel can drop; committed records
+//! themselves stay on disk and are read back when asked for.
 //! `cargo bench --bench writer_memory` measures each part per document.
 //!
 //! Commit order: tantivy commit -> new data files written and fsync'd -> folder fsync'd ->

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use cxr_index::{Document, IndexWriter};
+use cxr_index::scratch::{Plain, ScratchVec, SPILL_BYTES};
+use cxr_index::{Document, IndexError, IndexWriter};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
@@ -98,8 +99,10 @@ const SHA256_FIELD: &str = "sha256";
 /// A file indexed before the run, as a re-run needs to recognise it: 64-bit hashes of its
 /// document's stored path, size and time, and content hash, and the document's ordinal (for
 /// the rest, the writer reads the record back). 32 bytes per file, where the stored strings
-/// would take about 400.
+/// would take about 400; past a mebibyte they live in a scratch file in the index folder
+/// ([`ScratchVec`]), so a re-run over a large archive does not hold them on the heap.
 #[derive(Clone, Copy, Debug)]
+#[repr(C)]
 struct Known {
     /// [`key_hash`] of the stored path.
     path: u64,
@@ -109,7 +112,14 @@ struct Known {
     sha256: u64,
     ord: u32,
     has: u8,
+    /// Explicit, so that the struct has no padding bytes ([`Plain`]).
+    _pad: [u8; 3],
 }
+
+// SAFETY: `repr(C)`, 8 + 8 + 8 + 4 + 1 + 3 = 32 bytes with no padding, integers only: every
+// bit pattern is a valid `Known`.
+unsafe impl Plain for Known {}
+const _: () = assert!(std::mem::size_of::<Known>() == 32);
 
 const HAS_STAMP: u8 = 1;
 const HAS_SHA256: u8 = 2;
@@ -126,12 +136,16 @@ impl Known {
 
 /// The files indexed before the run, sorted by path hash: looked up by every file the walk
 /// finds, from the decoding threads, so it is built once and shared read-only.
-struct KnownFiles(Vec<Known>);
+struct KnownFiles(ScratchVec<Known>);
 
 impl KnownFiles {
     /// Reads every live record of `writer` once.
     fn read(writer: &IndexWriter) -> Result<KnownFiles, EmbedError> {
-        let mut known = Vec::with_capacity(writer.len());
+        let scratch = |source| IndexError::Io {
+            path: writer.path().to_path_buf(),
+            source,
+        };
+        let mut known = ScratchVec::spilling(Arc::from(writer.path()), SPILL_BYTES);
         for record in writer.records() {
             let doc = record?;
             let Some(path) = doc.fields.get(PATH_FIELD) else {
@@ -143,6 +157,7 @@ impl KnownFiles {
                 sha256: 0,
                 ord: doc.ord,
                 has: 0,
+                _pad: [0; 3],
             };
             if let (Some(size), Some(mtime)) =
                 (doc.fields.get(SIZE_FIELD), doc.fields.get(MTIME_FIELD))
@@ -154,10 +169,9 @@ impl KnownFiles {
                 file.sha256 = key_hash(sha256);
                 file.has |= HAS_SHA256;
             }
-            known.push(file);
+            known.push(file).map_err(scratch)?;
         }
         known.sort_unstable_by_key(|k| (k.path, k.ord));
-        known.shrink_to_fit();
         Ok(KnownFiles(known))
     }
 
