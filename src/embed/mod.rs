@@ -678,6 +678,35 @@ fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
 mod tests {
     use super::*;
 
+    /// The table of files indexed before, once in a scratch file: sorted there, found there.
+    #[test]
+    fn known_files_in_a_scratch_file_are_found_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = ScratchVec::spilling(Arc::from(dir.path()), 64);
+        for ord in 0..5000u32 {
+            table
+                .push(Known {
+                    path: key_hash(&format!("img/{}.png", ord % 1000)),
+                    stamp: u64::from(ord) * 3,
+                    sha256: u64::from(ord) * 7,
+                    ord,
+                    has: HAS_STAMP | HAS_SHA256,
+                    _pad: [0; 3],
+                })
+                .unwrap();
+        }
+        assert!(table.is_mapped());
+        table.sort_unstable_by_key(|k| (k.path, k.ord));
+        let known = KnownFiles(table);
+        // The newest document under a path answers for it.
+        let found = known.get(key_hash("img/42.png")).unwrap();
+        assert_eq!(
+            (found.ord, found.stamp(), found.sha256()),
+            (4042, Some(4042 * 3), Some(4042 * 7))
+        );
+        assert!(known.get(key_hash("img/1000.png")).is_none());
+    }
+
     #[test]
     fn commits_are_spaced_by_the_active_segment_unless_asked_for() {
         // An explicit interval is kept whatever the segment.
