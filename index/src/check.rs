@@ -640,9 +640,9 @@ fn check_vectors(
     )
 }
 
-/// Sealed segments: each flat graph parses, its points are exactly the segment's rows with
-/// the ordinals the docs file gives them, and every point is reachable from the entry point
-/// the way a search walks (see [`FlatGraph::unreachable`]).
+/// Sealed segments: each flat graph parses, and its points are exactly the segment's rows with
+/// the ordinals the docs file gives them. Points no walk from the entry point reaches (see
+/// [`FlatGraph::unreachable`]) are counted, not faulted: every search scores them exactly.
 fn check_segments(
     dir: &Path,
     manifest: &Manifest,
@@ -663,6 +663,7 @@ fn check_segments(
     let mut faults = Vec::new();
     let mut first_row = 0usize;
     let mut points = 0usize;
+    let mut orphans = 0usize;
     for (i, segment) in sealed.iter().enumerate() {
         let seg_rows = segment.rows as usize;
         let flat = &segment.flat_graph;
@@ -698,25 +699,16 @@ fn check_segments(
                 ));
             }
         }
-        let unreachable = graph.unreachable();
-        if !unreachable.is_empty() {
-            faults.push(format!(
-                "segment {i} (`{}`): {} of {} points are unreachable from the entry point \
-                 (vector search can never return them): nodes {}",
-                flat.name,
-                unreachable.len(),
-                graph.len(),
-                list(&unreachable)
-            ));
-        }
+        orphans += graph.unreachable().len();
     }
     CheckItem::from_faults(
         name,
         faults,
         format!(
-            "{} sealed segments, {points} points: graphs parse, match the docs file's rows and \
-             reach every point",
-            sealed.len()
+            "{} sealed segments, {points} points: graphs parse and match the docs file's rows; \
+             {}",
+            sealed.len(),
+            reach_note(orphans)
         ),
     )
 }
@@ -967,21 +959,23 @@ fn check_hnsw(
     let layer0_unreachable = reach.layer0.iter().filter(|&&r| !r).count();
     let layer0_note =
         format!("{layer0_unreachable} not reachable on layer 0 from the entry point itself");
-    if !unreachable.is_empty() {
-        faults.push(format!(
-            "{} of {} points are unreachable from the entry point (vector search can never \
-             return them): data ids {}; {layer0_note}",
+    let reached = if unreachable.is_empty() {
+        format!("all reachable from the entry point {}", entry.description)
+    } else {
+        format!(
+            "{} not reachable from the entry point {} (data ids {}), which every search \
+             scores exactly",
             unreachable.len(),
-            snapshot.points.len(),
+            entry.description,
             list(&unreachable)
-        ));
-    }
+        )
+    };
     CheckItem::from_faults(
         CheckItem::HNSW,
         faults,
         format!(
-            "{} points of dimension {dim} on {} layers, data ids match the documents{}; all \
-             reachable from the entry point {} ({layer0_note})",
+            "{} points of dimension {dim} on {} layers, data ids match the documents{}; \
+             {reached} ({layer0_note})",
             snapshot.points.len(),
             usize::from(snapshot.max_level) + 1,
             if compared {
@@ -989,9 +983,16 @@ fn check_hnsw(
             } else {
                 " (vectors not compared with the vector file)"
             },
-            entry.description
         ),
     )
+}
+
+/// What a check says of the points no graph walk reaches.
+fn reach_note(orphans: usize) -> String {
+    match orphans {
+        0 => "every point reachable from its entry point".into(),
+        n => format!("{n} points no graph walk reaches, scored exactly by every search"),
+    }
 }
 
 /// Data ids must be the ordinals of the documents with a vector, each once.

@@ -85,6 +85,9 @@ pub(crate) struct FlatGraph {
     ords: (usize, usize),
     rows: (usize, usize),
     layers: Vec<Layer>,
+    /// The nodes no walk from the entry point reaches ([`FlatGraph::unreachable`]), found at
+    /// the first search: every search scores them exactly.
+    orphans: std::sync::OnceLock<Vec<u32>>,
 }
 
 /// A (distance, node) pair ordered by distance, then node.
@@ -324,6 +327,7 @@ impl FlatGraph {
             ords,
             rows: row_range,
             layers,
+            orphans: std::sync::OnceLock::new(),
         })
     }
 
@@ -347,10 +351,12 @@ impl FlatGraph {
         ords.iter().copied().zip(rows.iter().copied())
     }
 
-    /// Nodes no search can return: a search descends from the entry point through the upper
+    /// Nodes no walk can return: a search descends from the entry point through the upper
     /// layers and then walks layer 0, so the nodes it can reach are those reachable on the
     /// upper layers from the entry point (any of them can end the descent), and everything
-    /// reachable on layer 0 from those.
+    /// reachable on layer 0 from those. HNSW leaves such nodes behind when a point unlike
+    /// its neighbours is inserted late: it links to them, but each of them keeps closer
+    /// neighbours than it. [`search`](Self::search) scores them exactly.
     pub(crate) fn unreachable(&self) -> Vec<u32> {
         let n = self.nodes;
         if n == 0 {
@@ -394,7 +400,9 @@ impl FlatGraph {
     }
 
     /// The `k` nearest nodes to the unit-norm `query` among those whose ordinal `allow`
-    /// accepts: (ordinal, cosine), best first. Rejected nodes still route the walk.
+    /// accepts: (ordinal, cosine), best first. Rejected nodes still route the walk. Nodes the
+    /// walk cannot reach are scored exactly (the first search finds them, in one pass over
+    /// the graph's edges), so that the graph never hides a document.
     pub(crate) fn search(
         &self,
         query: &[f32],
@@ -510,6 +518,14 @@ impl FlatGraph {
                 }
             }
         }
+        for &node in self.orphans.get_or_init(|| self.unreachable()) {
+            if accepts(node) {
+                found.push(Near(distance(node), node));
+                if found.len() > ef {
+                    found.pop();
+                }
+            }
+        }
         let mut out: Vec<(u32, f32)> = found
             .into_sorted_vec()
             .into_iter()
@@ -528,6 +544,13 @@ mod tests {
 
     /// 300 unit vectors of dimension 8 in an hnsw_rs graph (data id = row), and its encoding.
     fn graph() -> (Vec<f32>, Vec<u32>) {
+        let (vectors, snapshot) = snapshot();
+        let words = FlatGraph::encode(&snapshot, None, |ord| Some(ord as u32)).unwrap();
+        (vectors, words)
+    }
+
+    /// The vectors of [`graph`] and hnsw_rs's graph over them.
+    fn snapshot() -> (Vec<f32>, GraphSnapshot) {
         let dim = 8;
         let vectors: Vec<f32> = (0..300)
             .flat_map(|i| {
@@ -543,9 +566,36 @@ mod tests {
             .map(|(i, v)| (v, i))
             .collect();
         graph.insert(&items);
-        let snapshot = graph.snapshot(|_, _| {}).unwrap();
+        (vectors, graph.snapshot(|_, _| {}).unwrap())
+    }
+
+    /// HNSW can leave a point no edge leads to (one inserted late, unlike its neighbours);
+    /// such a point is still found, by its own vector first, and still filtered.
+    #[test]
+    fn a_point_no_edge_leads_to_is_still_found() {
+        let (vectors, mut snapshot) = snapshot();
+        let orphan = snapshot
+            .points
+            .iter()
+            .position(|p| p.level == 0 && p.data_id > 100)
+            .unwrap();
+        let ord = snapshot.points[orphan].data_id as u32;
+        for point in &mut snapshot.points {
+            for list in &mut point.neighbours {
+                list.retain(|&n| n as usize != orphan);
+            }
+        }
         let words = FlatGraph::encode(&snapshot, None, |ord| Some(ord as u32)).unwrap();
-        (vectors, words)
+        let flat = FlatGraph::from_words(words, 300, 300).unwrap();
+        assert_eq!(flat.unreachable(), vec![orphan as u32]);
+        let query = &vectors[ord as usize * 8..ord as usize * 8 + 8];
+        let found = flat.search(query, 5, 32, RowView::f32(&vectors, 8), None);
+        assert_eq!(found[0].0, ord);
+        assert!((found[0].1 - 1.0).abs() < 1e-5);
+        let others = |o: u32| o != ord;
+        let found = flat.search(query, 5, 32, RowView::f32(&vectors, 8), Some(&others));
+        assert!(found.iter().all(|&(o, _)| o != ord));
+        assert_eq!(found.len(), 5);
     }
 
     #[test]
