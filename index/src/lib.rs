@@ -65,6 +65,10 @@
 //! errors.jsonl           append-only failure log: {"path", "reason", "time"} per line
 //! ```
 //!
+//! An open writer also holds unlinked scratch files in the folder for its per-document tables
+//! ([`scratch`]); they are unlinked as they are made, so they do not show in a listing and
+//! vanish with the process.
+//!
 //! A commit writes the new generation's files, fsyncs them and the folder, then replaces
 //! `manifest.json` atomically (temp file, fsync, rename, fsync folder) and deletes older
 //! generations. A crash at any point leaves the last committed generation readable; files
