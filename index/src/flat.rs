@@ -362,22 +362,35 @@ impl FlatGraph {
         if n == 0 {
             return Vec::new();
         }
-        let mut reached = vec![false; n];
-        reached[self.entry as usize] = true;
-        let mut starts = vec![self.entry];
+        // One bit per node: a reader pays for this once, at its first search.
+        let mut reached = vec![0u64; n.div_ceil(64)];
+        let mut mark = |node: u32| {
+            let (word, bit) = (node as usize / 64, 1u64 << (node % 64));
+            let fresh = reached[word] & bit == 0;
+            reached[word] |= bit;
+            fresh
+        };
+        mark(self.entry);
+        // The nodes reached on the upper layers: each can end the descent, so each starts
+        // the walk of every layer below.
+        let mut upper = vec![self.entry];
+        let mut stack: Vec<u32> = Vec::new();
         for layer in (0..self.layers.len()).rev() {
-            // Breadth-first from every node reached so far, on this layer.
-            let mut queue: std::collections::VecDeque<u32> = starts.iter().copied().collect();
-            while let Some(node) = queue.pop_front() {
+            stack.extend_from_slice(&upper);
+            while let Some(node) = stack.pop() {
                 for &next in self.neighbours(layer, node) {
-                    if !std::mem::replace(&mut reached[next as usize], true) {
-                        starts.push(next);
-                        queue.push_back(next);
+                    if mark(next) {
+                        if layer > 0 {
+                            upper.push(next);
+                        }
+                        stack.push(next);
                     }
                 }
             }
         }
-        (0..n as u32).filter(|&i| !reached[i as usize]).collect()
+        (0..n as u32)
+            .filter(|&i| reached[i as usize / 64] & (1u64 << (i % 64)) == 0)
+            .collect()
     }
 
     fn section(&self, range: (usize, usize)) -> &[u32] {

@@ -138,17 +138,19 @@ impl KeyTable {
         let mut recent: Vec<(u64, u32)> = self.recent.drain().collect();
         recent.append(&mut self.recent_more);
         recent.sort_unstable();
+        // Plain slices for the loop, so that the arrays' storage is looked up once.
+        let (hashes, ords): (&mut [u64], &mut [u32]) = (&mut self.hashes, &mut self.ords);
         let (mut i, mut k) = (old, old + added);
         for &(hash, ord) in recent.iter().rev() {
-            while i > 0 && (self.hashes[i - 1], self.ords[i - 1]) > (hash, ord) {
+            while i > 0 && (hashes[i - 1], ords[i - 1]) > (hash, ord) {
                 i -= 1;
                 k -= 1;
-                self.hashes[k] = self.hashes[i];
-                self.ords[k] = self.ords[i];
+                hashes[k] = hashes[i];
+                ords[k] = ords[i];
             }
             k -= 1;
-            self.hashes[k] = hash;
-            self.ords[k] = ord;
+            hashes[k] = hash;
+            ords[k] = ord;
         }
         self.index_buckets()
     }
@@ -167,9 +169,10 @@ impl KeyTable {
         }
         let count = 1usize << bits;
         self.buckets.reserve_exact(count + 1)?;
+        let hashes: &[u64] = &self.hashes;
         let mut at = 0usize;
         for b in 0..count {
-            while at < n && ((self.hashes[at] >> (64 - bits)) as usize) < b {
+            while at < n && ((hashes[at] >> (64 - bits)) as usize) < b {
                 at += 1;
             }
             self.buckets.push(at as u32)?;

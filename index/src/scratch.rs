@@ -106,8 +106,12 @@ impl<T: Plain> ScratchVec<T> {
     pub fn push(&mut self, value: T) -> std::io::Result<()> {
         let len = self.len();
         self.grow_to(len + 1, true)?;
-        self.set_len(len + 1);
-        self[len] = value;
+        if let Store::Heap(values) = &mut self.store {
+            values.push(value);
+        } else {
+            self.set_len(len + 1);
+            self[len] = value;
+        }
         Ok(())
     }
 
