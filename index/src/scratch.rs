@@ -130,12 +130,16 @@ impl<T: Plain> ScratchVec<T> {
     /// Grows or shrinks the array to `new_len` values, new ones set to `value`.
     pub fn resize(&mut self, new_len: usize, value: T) -> std::io::Result<()> {
         let len = self.len();
-        if new_len > len {
-            self.grow_to(new_len, true)?;
+        if new_len <= len {
+            self.truncate(new_len);
+            return Ok(());
+        }
+        self.grow_to(new_len, true)?;
+        if let Store::Heap(values) = &mut self.store {
+            values.resize(new_len, value);
+        } else {
             self.set_len(new_len);
             self[len..].fill(value);
-        } else {
-            self.truncate(new_len);
         }
         Ok(())
     }
@@ -164,17 +168,11 @@ impl<T: Plain> ScratchVec<T> {
         self.truncate(kept);
     }
 
-    /// Sets the length within the capacity; the values in between are already initialised
-    /// (zeros of the file, or written before).
+    /// Sets the length: on the heap only shorter (growth there is `Vec`'s own), in the file
+    /// within its room, whose values are initialised (zeros, or written before).
     fn set_len(&mut self, new_len: usize) {
         match &mut self.store {
-            Store::Heap(values) => {
-                // Growth goes through `resize` on the heap, so this only shrinks there.
-                values.truncate(new_len);
-                if values.len() < new_len {
-                    values.resize(new_len, values.last().copied().unwrap_or_else(zeroed));
-                }
-            }
+            Store::Heap(values) => values.truncate(new_len),
             Store::Mapped { len, cap, .. } => {
                 debug_assert!(new_len <= *cap);
                 *len = new_len;
@@ -232,12 +230,6 @@ impl<T: Plain> ScratchVec<T> {
             }
         }
     }
-}
-
-/// All-zero `T` (valid for every [`Plain`] type).
-fn zeroed<T: Plain>() -> T {
-    // SAFETY: `Plain` types accept every bit pattern, zeros included.
-    unsafe { std::mem::zeroed() }
 }
 
 /// Sizes a mapped store's file for `room` values and maps it again. The new bytes are written
